@@ -1,0 +1,71 @@
+"""seqjax: recurrent sequence models as pure JAX functions.
+
+Cells are frozen hyperparameter definitions whose methods are pure functions of explicit
+parameter and carry pytrees; :func:`scan` runs any cell or composition over time.
+
+Submodules loaded on first use: ``seqjax.interop`` (PyTorch import) and ``seqjax.flax``
+(Flax linen and nnx adapters).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from seqjax.cells import (
+    GREFF_VARIANTS,
+    GRU,
+    LSTM,
+    Cell,
+    GRUCarry,
+    GRUParams,
+    LSTMCarry,
+    LSTMParams,
+    SimpleRNN,
+    SimpleRNNCarry,
+    SimpleRNNParams,
+)
+from seqjax.combinators import (
+    Bidirectional,
+    BidirectionalCarry,
+    BidirectionalParams,
+    Stack,
+    StackCarry,
+    StackParams,
+    bidirectional,
+    stack,
+)
+from seqjax.scan import scan
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("interop", "flax", "train", "data", "decode", "kernels")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"seqjax.{name}")
+    raise AttributeError(f"module 'seqjax' has no attribute {name!r}")
+
+
+__all__ = [
+    "GREFF_VARIANTS",
+    "GRU",
+    "LSTM",
+    "Bidirectional",
+    "BidirectionalCarry",
+    "BidirectionalParams",
+    "Cell",
+    "GRUCarry",
+    "GRUParams",
+    "LSTMCarry",
+    "LSTMParams",
+    "SimpleRNN",
+    "SimpleRNNCarry",
+    "SimpleRNNParams",
+    "Stack",
+    "StackCarry",
+    "StackParams",
+    "bidirectional",
+    "scan",
+    "stack",
+]

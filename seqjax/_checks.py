@@ -1,0 +1,108 @@
+"""Argument validation shared by cells, ``scan`` and the combinators.
+
+Every check runs on static information (shapes, dtypes, Python values) so that errors surface at
+trace time with a message naming what was expected and what arrived, instead of as an XLA shape
+error deep inside a compiled function.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raises unless ``value`` is a positive Python/NumPy integer (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+
+
+def one_of(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raises unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def non_negative_float(name: str, value: Any, *, allow_none: bool = False, upper: float | None = None,
+                       upper_inclusive: bool = True) -> None:
+    """Raises unless ``value`` is a real number >= 0 (and <= ``upper`` when given)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    if upper is not None:
+        bad = value > upper if upper_inclusive else value >= upper
+        if bad:
+            rel = "<=" if upper_inclusive else "<"
+            raise ValueError(f"{name} must be {rel} {upper}, got {value}")
+
+
+def array_like(name: str, value: Any) -> jax.Array:
+    """Returns ``value`` as a JAX array, or raises TypeError naming what arrived."""
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)) or hasattr(value, "__jax_array__"):
+        return jnp.asarray(value)
+    if isinstance(value, (list, tuple, int, float)):
+        return jnp.asarray(value)
+    raise TypeError(f"{name} must be an array, got {type(value).__name__}")
+
+
+def floating(name: str, x: jax.Array) -> None:
+    """Raises TypeError unless ``x`` has a floating dtype."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}")
+
+
+def feature_size(name: str, x: jax.Array, expected: int) -> None:
+    """Raises ValueError unless the last axis of ``x`` has ``expected`` entries."""
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a feature axis of size {expected}, got a scalar")
+    if x.shape[-1] != expected:
+        raise ValueError(
+            f"{name} has {x.shape[-1]} features on its last axis but the parameters expect "
+            f"{expected} (shape {tuple(x.shape)})"
+        )
+
+
+def tree_shapes_match(name: str, got: Any, expected: Any) -> None:
+    """Raises ValueError unless two pytrees have the same structure and leaf shapes.
+
+    ``expected`` may hold ``jax.ShapeDtypeStruct`` leaves (from ``jax.eval_shape``).
+    """
+    got_leaves, got_def = jax.tree_util.tree_flatten(got)
+    exp_leaves, exp_def = jax.tree_util.tree_flatten(expected)
+    if got_def != exp_def:
+        raise ValueError(f"{name} has structure {got_def}, expected {exp_def}")
+    for path_leaf, g, e in zip(jax.tree_util.tree_leaves_with_path(expected), got_leaves,
+                               exp_leaves, strict=True):
+        gshape = tuple(np.shape(g))
+        if gshape != tuple(e.shape):
+            where = jax.tree_util.keystr(path_leaf[0])
+            raise ValueError(
+                f"{name}{where} has shape {gshape}, expected {tuple(e.shape)} "
+                "(the carry's leading dimensions must equal the input's batch dimensions)"
+            )
+
+
+def is_concrete(x: Any) -> bool:
+    """True when ``x`` holds values known at trace time (not a tracer)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def index(name: str, value: Any) -> int:
+    """Returns ``value`` as a Python int, or raises TypeError."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})") from None

@@ -1,0 +1,22 @@
+"""Recurrent cells: the pure math of one time step."""
+
+from seqjax.cells.base import Cell, masked_scan, tree_select
+from seqjax.cells.gru import GRU, GRUCarry, GRUParams
+from seqjax.cells.lstm import GREFF_VARIANTS, LSTM, LSTMCarry, LSTMParams
+from seqjax.cells.rnn import SimpleRNN, SimpleRNNCarry, SimpleRNNParams
+
+__all__ = [
+    "GREFF_VARIANTS",
+    "GRU",
+    "LSTM",
+    "Cell",
+    "GRUCarry",
+    "GRUParams",
+    "LSTMCarry",
+    "LSTMParams",
+    "SimpleRNN",
+    "SimpleRNNCarry",
+    "SimpleRNNParams",
+    "masked_scan",
+    "tree_select",
+]

@@ -1,0 +1,249 @@
+"""The cell contract shared by every recurrent cell and combinator.
+
+A cell *definition* holds hyperparameters only: it is a frozen, hashable dataclass, so it can be a
+static argument to ``jax.jit`` and written into a run's config. Arrays live outside it, in the
+parameter and carry NamedTuples its methods take and return:
+
+.. code-block:: python
+
+    cell = seqjax.LSTM(hidden_size=256)
+    params = cell.init(key, input_size=128)        # LSTMParams (a pytree of arrays)
+    carry = cell.initial_carry(batch_shape=(32,))  # LSTMCarry(h, c)
+    carry, y = cell(params, carry, x_t)            # one step; x_t: [*B, I], y: [*B, H]
+
+A step is split in two so that sequence runners can hoist work out of the recurrence:
+``project_inputs`` is everything that depends on the input alone (for an LSTM the input matmul
+and bias, for all time steps at once), and ``step`` is the recurrence given that projection.
+``cell(params, carry, x)`` is ``step(params, carry, project_inputs(params, x))``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from seqjax import _checks
+from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
+
+
+class Cell:
+    """Base class of seqjax cell definitions (subclasses are frozen dataclasses)."""
+
+    # -- the contract -----------------------------------------------------------------------
+    @property
+    def output_size(self) -> int:
+        """Number of features of the per-step output ``y``."""
+        raise NotImplementedError
+
+    def init(self, key: PRNGKey, input_size: int) -> PyTree:
+        """Creates parameters for inputs with ``input_size`` features.
+
+        Args:
+          key: a ``jax.random`` key.
+          input_size: ``I``, the number of input features per step.
+
+        Returns:
+          The cell's parameter NamedTuple.
+        """
+        raise NotImplementedError
+
+    def initial_carry(self, batch_shape: Shape = (), dtype: DType = jnp.float32) -> PyTree:
+        """Returns the all-zeros carry for a batch of shape ``batch_shape``.
+
+        Args:
+          batch_shape: leading batch dimensions ``*B`` (``()`` for a single sequence).
+          dtype: carry dtype. Keep float32 when computing in bfloat16: the carry accumulates.
+
+        Returns:
+          The cell's carry NamedTuple, every leaf of shape ``[*B, n]``.
+        """
+        raise NotImplementedError
+
+    def input_size(self, params: PyTree) -> int:
+        """The ``I`` that ``params`` were created for."""
+        raise NotImplementedError
+
+    def project_inputs(self, params: PyTree, xs: Array) -> Array:
+        """Everything of a step that depends on the input alone.
+
+        Sequence runners call this once on all time steps (one large matmul) before the
+        recurrence. The default is the identity.
+
+        Args:
+          params: the cell's parameters.
+          xs: inputs ``[..., I]``, any leading dimensions (time included).
+
+        Returns:
+          The projected inputs ``[..., K]`` that ``step`` consumes.
+        """
+        del params
+        return xs
+
+    def step(self, params: PyTree, carry: PyTree, xp: Array) -> tuple[PyTree, Array]:
+        """One step of the recurrence, given the projected input ``project_inputs(params, x)``.
+
+        Args:
+          params: the cell's parameters.
+          carry: the carry, leaves ``[*B, n]``.
+          xp: the projected input ``[*B, K]``.
+
+        Returns:
+          ``(new_carry, y)`` with ``y`` of shape ``[*B, output_size]``.
+        """
+        raise NotImplementedError
+
+    # -- derived behaviour ------------------------------------------------------------------
+    def __call__(self, params: PyTree, carry: PyTree, x: Array) -> tuple[PyTree, Array]:
+        """Runs one time step.
+
+        Args:
+          params: parameters from :meth:`init`.
+          carry: the carry, leaves ``[*B, n]`` (see :meth:`initial_carry`).
+          x: the input at this step, ``[*B, I]``.
+
+        Returns:
+          ``(new_carry, y)``, ``y`` of shape ``[*B, output_size]``.
+
+        Raises:
+          ValueError: if ``x``'s feature size differs from the parameters' or the carry's batch
+            dimensions differ from ``x``'s.
+          TypeError: if ``x`` is not a floating-point array.
+        """
+        x = self.check_step_input(params, carry, x)
+        return self.step(params, carry, self.project_inputs(params, x))
+
+    def check_step_input(self, params: PyTree, carry: PyTree, x: Any) -> Array:
+        """Validates one step's input against ``params`` and ``carry``; returns ``x`` as array."""
+        x = _checks.array_like("x", x)
+        _checks.floating("x", x)
+        _checks.feature_size("x", x, self.input_size(params))
+        self.check_carry(carry, x.shape[:-1])
+        return x
+
+    def check_carry(self, carry: PyTree, batch_shape: Shape) -> None:
+        """Raises ValueError unless ``carry`` matches this cell's carry for ``batch_shape``."""
+        expected = jax.eval_shape(lambda: self.initial_carry(tuple(batch_shape)))
+        _checks.tree_shapes_match("carry", carry, expected)
+
+    def scan_time_major(
+        self,
+        params: PyTree,
+        carry: PyTree,
+        xs: Array,
+        mask: Array | None,
+        *,
+        reverse: bool = False,
+        unroll: int = 1,
+        key: PRNGKey | None = None,
+    ) -> tuple[PyTree, Array]:
+        """Runs the cell over a time-major sequence (the engine behind :func:`seqjax.scan`).
+
+        Inputs are not validated here; :func:`seqjax.scan` does that. Combinators override this to
+        run layer by layer (stacks) or in both directions (bidirectional).
+
+        Args:
+          params: the cell's parameters.
+          carry: initial carry, leaves ``[*B, n]``.
+          xs: inputs ``[T, *B, I]``.
+          mask: ``[T, *B]`` booleans, or None when every step is valid. A masked-out step leaves
+            the carry unchanged and outputs zeros.
+          reverse: process time from ``T - 1`` down to 0 (outputs stay in input order).
+          unroll: steps per loop iteration, passed to ``jax.lax.scan``.
+          key: randomness for stochastic cells and wrappers; None means deterministic.
+
+        Returns:
+          ``(final_carry, ys)`` with ``ys`` of shape ``[T, *B, output_size]``.
+        """
+        del key  # plain cells are deterministic
+        xps = self.project_inputs(params, xs)
+        return masked_scan(
+            lambda c, xp: self.step(params, c, xp), carry, xps, mask, reverse=reverse,
+            unroll=unroll,
+        )
+
+    def replace(self, **changes: Any) -> Cell:
+        """Returns a copy of this definition with some hyperparameters changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def tree_select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """``where(pred, a, b)`` leaf by leaf, broadcasting ``pred [*B]`` over trailing axes."""
+
+    def sel(a, b):
+        p = jnp.reshape(pred, pred.shape + (1,) * (a.ndim - pred.ndim))
+        return jnp.where(p, a, b)
+
+    return jax.tree_util.tree_map(sel, on_true, on_false)
+
+
+def masked_scan(
+    step_fn,
+    carry: PyTree,
+    xs: PyTree,
+    mask: Array | None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+) -> tuple[PyTree, Array]:
+    """``lax.scan`` of ``step_fn(carry, x) -> (carry, y)`` where masked-out steps are skipped.
+
+    A step whose ``mask`` entry is False leaves the carry unchanged and outputs zeros. Because a
+    reverse scan visits padded steps first and skips them, ``reverse=True`` processes each
+    sequence backwards from its own last valid step; the outputs stay in input order.
+
+    Args:
+      step_fn: ``(carry, x_t) -> (carry, y_t)``.
+      carry: initial carry, leaves ``[*B, n]``.
+      xs: pytree of ``[T, *B, ...]`` arrays.
+      mask: ``[T, *B]`` booleans or None.
+      reverse: scan from the last time step to the first.
+      unroll: passed to ``lax.scan``.
+
+    Returns:
+      ``(final_carry, ys)``, ``ys`` of shape ``[T, *B, n_out]``.
+    """
+    if mask is None:
+        return lax.scan(step_fn, carry, xs, reverse=reverse, unroll=unroll)
+
+    def body(c, inp):
+        x_t, m_t = inp
+        c_new, y = step_fn(c, x_t)
+        c_new = tree_select(m_t, c_new, c)
+        y = jnp.where(jnp.reshape(m_t, m_t.shape + (1,) * (y.ndim - m_t.ndim)), y,
+                      jnp.zeros((), y.dtype))
+        return c_new, y
+
+    return lax.scan(body, carry, (xs, mask), reverse=reverse, unroll=unroll)
+
+
+def concat_init(init_fn, key: PRNGKey, shape: tuple[int, int], blocks: int, dtype: DType) -> Array:
+    """Initialises a fused ``[n_in, blocks * n]`` matrix one ``[n_in, n]`` gate block at a time.
+
+    Per-block initialisation keeps each gate's matrix at the scale its initializer intends
+    (an orthogonal recurrent matrix per gate, as in Flax's and Haiku's LSTMs).
+    """
+    n_in, n = shape
+    keys = jax.random.split(key, blocks)
+    return jnp.concatenate([init_fn(k, (n_in, n), dtype) for k in keys], axis=-1)
+
+
+def matmul(x: Array, w: Array, compute_dtype: DType | None, out_dtype: DType) -> Array:
+    """``x @ w`` in ``compute_dtype`` (default: ``w``'s), accumulated and returned in ``out_dtype``."""
+    cdt = w.dtype if compute_dtype is None else compute_dtype
+    return jnp.matmul(x.astype(cdt), w.astype(cdt), preferred_element_type=out_dtype)
+
+
+def accum_dtype(param_dtype: DType) -> DType:
+    """Dtype for pre-activations: float32 unless the parameters are wider (float64)."""
+    return jnp.promote_types(param_dtype, jnp.float32)
+
+
+# Shared initializers: module-level instances so that two default-constructed cells compare and
+# hash equal (a fresh closure per cell would make jit recompile for identical definitions).
+glorot_uniform = jax.nn.initializers.glorot_uniform()
+orthogonal = jax.nn.initializers.orthogonal()
+zeros = jax.nn.initializers.zeros
