@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import _checks
-from seqjax.cells.base import Cell
+from seqjax.cells.base import Cell, accum_dtype
 from seqjax.typing import Array, PRNGKey, PyTree
 
 
@@ -89,7 +89,7 @@ def scan(
     mask_t = _time_mask(lengths, mask, T, batch_shape, time_major)
 
     if carry is None:
-        carry = cell.initial_carry(batch_shape, jnp.promote_types(xs.dtype, jnp.float32))
+        carry = cell.initial_carry(batch_shape, accum_dtype(xs.dtype))
     else:
         cell.check_carry(carry, batch_shape)
 

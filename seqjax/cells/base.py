@@ -159,11 +159,11 @@ class Cell:
           ``(final_carry, ys)`` with ``ys`` of shape ``[T, *B, output_size]``.
         """
         del key  # plain cells are deterministic
-        xps = self.project_inputs(params, xs)
-        return masked_scan(
-            lambda c, xp: self.step(params, c, xp), carry, xps, mask, reverse=reverse,
-            unroll=unroll,
-        )
+        # Lazy import: the kernels depend on the cell classes. scan_layer picks cuDNN, the fused
+        # kernel or the reference lax.scan of self.step (seqjax.kernels documents the choice).
+        from seqjax.kernels import scan_layer
+
+        return scan_layer(self, params, carry, xs, mask, reverse=reverse, unroll=unroll)
 
     def replace(self, **changes: Any) -> Cell:
         """Returns a copy of this definition with some hyperparameters changed."""
@@ -237,9 +237,13 @@ def matmul(x: Array, w: Array, compute_dtype: DType | None, out_dtype: DType) ->
     return jnp.matmul(x.astype(cdt), w.astype(cdt), preferred_element_type=out_dtype)
 
 
-def accum_dtype(param_dtype: DType) -> DType:
-    """Dtype for pre-activations: float32 unless the parameters are wider (float64)."""
-    return jnp.promote_types(param_dtype, jnp.float32)
+def accum_dtype(dtype: DType) -> DType:
+    """Dtype for pre-activations and default carries: float64 for float64, else float32.
+
+    Written out rather than via ``jnp.promote_types``, which refuses mixed widths under strict
+    dtype promotion.
+    """
+    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
 # Shared initializers: module-level instances so that two default-constructed cells compare and
