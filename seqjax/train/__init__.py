@@ -1,0 +1,96 @@
+"""Training that survives: train state, Optax recipes, jitted steps, TBPTT, Orbax checkpoints.
+
+Public API (see ``docs/training.md``):
+
+- :class:`TrainState`, :func:`make_train_step`, :func:`make_eval_step`, :class:`LossOutput`,
+  :func:`summarize_metrics`, :func:`reset_carry`, :class:`NonFiniteError`;
+- :func:`make_optimizer`, :func:`make_schedule`, :func:`optimizer_from_config`;
+- :class:`Checkpointer`, :class:`IncompatibleCheckpointError`,
+  :class:`CheckpointCorruptWarning`;
+- :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`;
+- :class:`TrainConfig`, :func:`parse_config`, :func:`config_to_dict`, :func:`format_config`;
+- :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`;
+- :func:`batch_indices`, :func:`stream_window` (data order as a function of the step).
+"""
+
+from __future__ import annotations
+
+from seqjax.train.checkpoint import (
+    CheckpointCorruptWarning,
+    Checkpointer,
+    IncompatibleCheckpointError,
+    read_saved_config,
+)
+from seqjax.train.config import (
+    TrainConfig,
+    config_diff,
+    config_from_dict,
+    config_to_dict,
+    format_config,
+    parse_config,
+)
+from seqjax.train.data_order import batch_indices, stream_window
+from seqjax.train.loop import TrainResult, check_workdir, evaluate, train_loop
+from seqjax.train.optim import (
+    make_optimizer,
+    make_schedule,
+    optimizer_from_config,
+    schedule_from_config,
+)
+from seqjax.train.sharding import (
+    batch_sharding,
+    make_mesh,
+    place_state,
+    replicated,
+    shard_batch,
+    state_shardings,
+)
+from seqjax.train.state import TrainState
+from seqjax.train.step import (
+    LossOutput,
+    NonFiniteError,
+    make_eval_step,
+    make_train_step,
+    reset_carry,
+    summarize_metrics,
+)
+from seqjax.train.writers import MetricWriter, plot_curves, read_metrics
+
+__all__ = [
+    "CheckpointCorruptWarning",
+    "Checkpointer",
+    "IncompatibleCheckpointError",
+    "LossOutput",
+    "MetricWriter",
+    "NonFiniteError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "batch_indices",
+    "batch_sharding",
+    "check_workdir",
+    "config_diff",
+    "config_from_dict",
+    "config_to_dict",
+    "evaluate",
+    "format_config",
+    "make_eval_step",
+    "make_mesh",
+    "make_optimizer",
+    "make_schedule",
+    "make_train_step",
+    "optimizer_from_config",
+    "parse_config",
+    "place_state",
+    "plot_curves",
+    "read_metrics",
+    "read_saved_config",
+    "replicated",
+    "reset_carry",
+    "schedule_from_config",
+    "shard_batch",
+    "state_shardings",
+    "stream_window",
+    "summarize_metrics",
+    "train_loop",
+]

@@ -1,0 +1,336 @@
+"""``train_loop``: steps, progress, logging, evaluation, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from seqjax.train.checkpoint import Checkpointer
+from seqjax.train.config import TrainConfig, config_diff, config_to_dict, format_config
+from seqjax.train.optim import optimizer_from_config, schedule_from_config
+from seqjax.train.sharding import make_mesh, place_state, shard_batch, state_shardings
+from seqjax.train.state import TrainState
+from seqjax.train.step import (
+    LossOutput,
+    NonFiniteError,
+    make_eval_step,
+    make_train_step,
+    summarize_metrics,
+)
+from seqjax.train.writers import MetricWriter, plot_curves
+from seqjax.typing import PyTree
+
+__all__ = ["TrainResult", "check_workdir", "evaluate", "train_loop"]
+
+_REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train_loop` returns.
+
+    Attributes:
+      state: the final train state (on the mesh).
+      workdir: the run directory.
+      resumed_from: the checkpoint step the run resumed from, or None for a fresh start.
+      train_metrics: the last logged training metrics (means).
+      eval_metrics: the last evaluation metrics (means), or None.
+      best_step: the kept checkpoint with the best validation metric, or None.
+      curves_png: path of the learning-curve PNG, or None.
+    """
+
+    state: TrainState
+    workdir: str
+    resumed_from: int | None
+    train_metrics: dict[str, float] | None
+    eval_metrics: dict[str, float] | None
+    best_step: int | None
+    curves_png: str | None
+
+
+def check_workdir(workdir: str | os.PathLike, *, must_exist: bool = False) -> str:
+    """Validates (and unless ``must_exist`` creates) a run directory.
+
+    Args:
+      workdir: the run directory.
+      must_exist: raise instead of creating a missing directory.
+
+    Returns:
+      The absolute path.
+
+    Raises:
+      FileNotFoundError: ``must_exist`` and the directory is missing.
+      NotADirectoryError: the path exists and is not a directory.
+      PermissionError: the directory cannot be read and written.
+    """
+    path = os.path.abspath(os.fspath(workdir))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"run directory {path!r} exists but is not a directory")
+    if not os.path.exists(path):
+        if must_exist:
+            raise FileNotFoundError(f"run directory {path!r} does not exist")
+        try:
+            os.makedirs(path)
+        except OSError as e:
+            raise PermissionError(f"cannot create run directory {path!r}: {e}") from e
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise PermissionError(f"run directory {path!r} is not readable and writable by this "
+                              f"process")
+    return path
+
+
+def _check_config(config: Any) -> None:
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"config must be a dataclass instance (e.g. a TrainConfig subclass), got "
+                        f"{type(config).__name__}")
+    missing = [f for f in _REQUIRED_FIELDS if not hasattr(config, f)]
+    if missing:
+        raise TypeError(f"config {type(config).__name__} lacks the training fields {missing}; "
+                        f"subclass seqjax.train.TrainConfig")
+    for name in ("total_steps", "batch_size", "log_every", "keep"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"config.{name} must be an int >= 1, got {v!r}")
+    for name in ("eval_every", "save_every", "keep_best"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"config.{name} must be an int >= 0, got {v!r}")
+
+
+def _add(acc: dict | None, m: dict) -> dict:
+    return m if acc is None else jax.tree.map(lambda a, b: a + b, acc, m)
+
+
+def evaluate(
+    eval_step: Callable,
+    params: PyTree,
+    batches: Iterable[Any],
+    mesh: Mesh,
+    carry: PyTree = None,
+) -> dict[str, float]:
+    """Runs ``eval_step`` over ``batches`` and returns mean metrics.
+
+    Args:
+      eval_step: from :func:`~seqjax.train.make_eval_step`.
+      params: the parameters.
+      batches: host batches (each sharded onto ``mesh`` here).
+      mesh: the mesh.
+      carry: initial carry for stream evaluation (flows from batch to batch), or None.
+
+    Returns:
+      :func:`~seqjax.train.summarize_metrics` of the summed metrics.
+
+    Raises:
+      ValueError: ``batches`` is empty.
+    """
+    sums = None
+    if carry is not None:
+        carry = jax.device_put(carry, state_shardings_like_carry(carry, mesh))
+    for batch in batches:
+        metrics, carry = eval_step(params, shard_batch(batch, mesh), carry)
+        sums = _add(sums, metrics)
+    if sums is None:
+        raise ValueError("eval_batches() yielded no batches")
+    return summarize_metrics(jax.device_get(sums))
+
+
+def state_shardings_like_carry(carry: PyTree, mesh: Mesh) -> PyTree:
+    from seqjax.train.sharding import batch_sharding, replicated
+
+    return jax.tree.map(lambda x: batch_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh),
+                        carry)
+
+
+def train_loop(
+    config: Any,
+    workdir: str | os.PathLike,
+    *,
+    init_params: Callable[[jax.Array], PyTree],
+    loss_fn: Callable[..., LossOutput],
+    train_batch: Callable[[int], Any],
+    eval_batches: Callable[[], Iterable[Any]] | None = None,
+    init_carry: PyTree = None,
+    eval_carry: PyTree = None,
+    mesh: Mesh | None = None,
+    resume: str = "auto",
+    hooks: Sequence[Callable[[int, TrainState], None]] = (),
+    verbose: bool = True,
+) -> TrainResult:
+    """Trains from scratch or resumes from the run directory's latest good checkpoint.
+
+    Determinism: parameters come from ``init_params(key)`` with a key derived from
+    ``config.seed``; batch ``s`` is ``train_batch(s)``; step ``s`` uses the key
+    ``fold_in(key, s)``. A run restarted with the same command therefore resumes from the
+    latest checkpoint and ends with parameters bit-identical to a run never interrupted (on
+    the same device count and software), even after a SIGKILL in the middle of a save.
+
+    Every ``log_every`` steps the loop logs the mean training metrics (loss, grad_norm,
+    tokens/s, learning rate) to ``metrics.jsonl``, TensorBoard and the progress bar, and
+    checks for non-finite values; every ``eval_every`` steps (and at the end) it evaluates on
+    ``eval_batches()``; every ``save_every`` steps (and at the end) it checkpoints, with the
+    config and the latest eval metrics. At the end it writes ``learning_curves.png``.
+
+    Files in ``workdir``: ``config.json`` (the current config), ``metrics.jsonl``,
+    ``tensorboard/``, ``checkpoints/<step>/`` (state, config, integrity),
+    ``learning_curves.png``, and ``corrupt_checkpoints/`` if a damaged checkpoint was found.
+
+    Args:
+      config: a dataclass with the :class:`~seqjax.train.TrainConfig` fields (subclass it).
+      workdir: the run directory (created if missing unless ``resume="require"``).
+      init_params: ``key -> params``.
+      loss_fn: see :func:`~seqjax.train.make_train_step`.
+      train_batch: ``step -> batch`` (a pytree of host arrays ``[batch_size, ...]``; in a
+        multi-process run, this process's slice of it).
+      eval_batches: ``() -> iterable of batches`` for validation, or None.
+      init_carry: initial TBPTT carry (leaves ``[batch_size, ...]``) or None.
+      eval_carry: initial carry for evaluation streams; default zeros like ``init_carry``.
+      mesh: device mesh; default all devices (:func:`~seqjax.train.make_mesh`).
+      resume: ``"auto"`` (resume if a checkpoint exists), ``"never"`` (refuse to run when
+        checkpoints exist, so nothing is overwritten) or ``"require"`` (fail without one).
+      hooks: ``hook(step, state)`` called after every step (after logging and saving).
+      verbose: print the config, resume information and a progress bar (with
+        ``config.progress``).
+
+    Returns:
+      A :class:`TrainResult`.
+
+    Raises:
+      NonFiniteError: a loss or gradient became NaN/Inf; names the step, and the newest
+        checkpoint (written before it) is left intact.
+      IncompatibleCheckpointError: the run directory holds checkpoints of another model;
+        names the differing leaves; nothing is written.
+      FileNotFoundError: ``resume="require"`` and no run directory or no checkpoint.
+      FileExistsError: ``resume="never"`` and checkpoints exist.
+      NotADirectoryError, PermissionError: unusable ``workdir``.
+      TypeError, ValueError: a config without the training fields or with bad values.
+
+    Example:
+      >>> # see docs/training.md and tests/test_train.py for complete scripts
+      >>> # result = train_loop(config, "runs/lm", init_params=init, loss_fn=loss,
+      >>> #                     train_batch=lambda s: make_batch(s))
+    """
+    _check_config(config)
+    if resume not in ("auto", "never", "require"):
+        raise ValueError(f"resume must be 'auto', 'never' or 'require', got {resume!r}")
+    workdir = check_workdir(workdir, must_exist=(resume == "require"))
+    say = print if verbose else (lambda *a, **k: None)
+    is_main = jax.process_index() == 0
+
+    mesh = make_mesh() if mesh is None else mesh
+    optimizer = optimizer_from_config(config)
+    schedule = schedule_from_config(config)
+    config_dict = config_to_dict(config)
+    say(f"== {type(config).__name__} ==\n{format_config(config)}", flush=True)
+
+    params_key, state_key = jax.random.split(jax.random.key(config.seed))
+    state = TrainState.create(init_params(params_key), optimizer, state_key, carry=init_carry)
+    state = place_state(state, mesh)
+
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep,
+                        keep_best=config.keep_best, best_metric=config.best_metric,
+                        best_mode=config.best_mode, async_save=config.async_checkpointing)
+    resumed_from = None
+    existing = ckpt.all_steps()
+    if resume == "never" and existing:
+        raise FileExistsError(f"{workdir} already holds checkpoints {existing}; resume='never' "
+                              f"refuses to overwrite them")
+    if resume == "require" and not existing:
+        raise FileNotFoundError(f"no checkpoint to resume from in {workdir}/checkpoints")
+    if existing:
+        state, resumed_from = ckpt.restore(state, shardings=state_shardings(state, mesh))
+        if resumed_from is not None:
+            saved = ckpt.config(resumed_from) or {}
+            diff = config_diff(saved, config_dict)
+            say(f"resuming from checkpoint step {resumed_from} in {ckpt.directory}", flush=True)
+            if diff:
+                say("config differs from the checkpoint's: " + ", ".join(
+                    f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items())),
+                    flush=True)
+    start = int(jax.device_get(state.step))
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump(config_dict, f, indent=2, sort_keys=True)
+    writer = MetricWriter(workdir, resume_step=start if resumed_from is not None else 0,
+                          tensorboard=is_main)
+
+    train_step = make_train_step(loss_fn, optimizer, mesh=mesh)
+    eval_step = make_eval_step(loss_fn) if eval_batches is not None else None
+    if eval_carry is None and init_carry is not None:
+        eval_carry = jax.tree.map(np.zeros_like, jax.device_get(init_carry))
+
+    total = config.total_steps
+    pbar = None
+    if verbose and config.progress and start < total:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=total, initial=start, desc="train", file=sys.stderr, dynamic_ncols=True)
+
+    acc = None
+    train_metrics = eval_metrics = None
+    window_start = time.perf_counter()
+    best = None
+    try:
+        for step in range(start, total):
+            state, metrics = train_step(state, shard_batch(train_batch(step), mesh))
+            acc = _add(acc, metrics)
+            done = step + 1
+            do_log = done % config.log_every == 0 or done == total
+            do_eval = eval_step is not None and (
+                (config.eval_every and done % config.eval_every == 0) or done == total)
+            do_save = (config.save_every and done % config.save_every == 0) or done == total
+            if do_log or do_eval or do_save:
+                bad = int(jax.device_get(state.nonfinite_step))
+                if bad >= 0:
+                    ckpt.wait()
+                    writer.write(bad, "train", {"nonfinite": 1.0})
+                    raise NonFiniteError(bad, ckpt.latest_step())
+            if do_log:
+                sums = jax.device_get(acc)
+                now = time.perf_counter()
+                train_metrics = summarize_metrics(sums)
+                train_metrics["tokens_per_sec"] = float(sums["count"]) / max(now - window_start,
+                                                                            1e-9)
+                with jax.numpy_dtype_promotion("standard"):
+                    train_metrics["learning_rate"] = float(
+                        schedule(done // max(1, config.accumulate_steps)))
+                writer.write(done, "train", train_metrics)
+                if pbar is not None:
+                    pbar.set_postfix(loss=f"{train_metrics['loss']:.4f}",
+                                     tok_s=f"{train_metrics['tokens_per_sec']:.3g}")
+                acc, window_start = None, now
+            if do_eval:
+                eval_metrics = evaluate(eval_step, state.params, eval_batches(), mesh,
+                                        eval_carry)
+                writer.write(done, "eval", eval_metrics)
+                if pbar is None:
+                    say(f"step {done}: eval " + " ".join(
+                        f"{k}={v:.4g}" for k, v in eval_metrics.items()), flush=True)
+            if do_save:
+                ckpt.save(state, step=done, config=config_dict,
+                          metrics=eval_metrics if do_eval else None)
+            for hook in hooks:
+                hook(done, state)
+            if pbar is not None:
+                pbar.update(1)
+        ckpt.wait()
+        best = ckpt.best_step()
+    finally:
+        if pbar is not None:
+            pbar.close()
+        writer.close()
+        ckpt.close()
+    png = None
+    if is_main and os.path.exists(writer.path):
+        png = plot_curves(writer.path)
+    return TrainResult(state=state, workdir=workdir, resumed_from=resumed_from,
+                       train_metrics=train_metrics, eval_metrics=eval_metrics, best_step=best,
+                       curves_png=png)

@@ -1,0 +1,163 @@
+"""Data parallelism on JAX's SPMD machinery: one ``"data"`` mesh axis, batch sharded.
+
+Parameters and optimizer state are replicated; every array with a batch dimension (the batch
+itself and a TBPTT carry) is sharded along its leading axis. ``jit`` then inserts the gradient
+all-reduce itself, so the same step runs on 1 CPU, 8 GPUs or a TPU slice. On several hosts,
+call ``jax.distributed.initialize()`` first; each process then passes its own slice of the
+global batch to :func:`shard_batch` (see ``docs/training.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from seqjax.typing import PyTree
+
+__all__ = [
+    "DATA_AXIS",
+    "batch_sharding",
+    "make_mesh",
+    "place_state",
+    "replicated",
+    "shard_batch",
+    "state_shardings",
+]
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all devices of all processes), axis ``"data"``.
+
+    Args:
+      devices: the devices to use; None takes ``jax.devices()``.
+
+    Returns:
+      ``Mesh(devices, ("data",))``.
+
+    Raises:
+      ValueError: an empty device list.
+
+    Example:
+      >>> mesh = make_mesh()
+      >>> mesh.axis_names
+      ('data',)
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("make_mesh needs at least one device")
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that puts a full copy on every device of ``mesh``."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The sharding that splits the leading (batch) axis over the ``"data"`` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def _num_shards(mesh: Mesh) -> int:
+    return int(mesh.shape[DATA_AXIS])
+
+
+def _leaf_sharding(x: Any, mesh: Mesh, batched: bool) -> NamedSharding:
+    if batched and np.ndim(x) >= 1:
+        return batch_sharding(mesh)
+    return replicated(mesh)
+
+
+def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+    """Places a host batch on the mesh, split along the leading axis of every array.
+
+    Scalars (0-d leaves) are replicated. In a multi-process run each process passes its own
+    part of the global batch (leading size = global batch / process count) and gets global
+    arrays back (``jax.make_array_from_process_local_data``).
+
+    Args:
+      batch: a pytree of NumPy or JAX arrays ``[B, ...]``.
+      mesh: the mesh from :func:`make_mesh`.
+
+    Returns:
+      The same pytree of global ``jax.Array``s sharded over ``"data"``.
+
+    Raises:
+      ValueError: leaves whose leading sizes differ, or a batch size not divisible by the
+        number of devices (per process).
+
+    Example:
+      >>> import numpy as np
+      >>> b = shard_batch({"x": np.zeros((8, 3), np.float32)}, make_mesh())
+      >>> b["x"].shape
+      (8, 3)
+    """
+    leaves = [x for x in jax.tree.leaves(batch) if np.ndim(x) >= 1]
+    sizes = {int(np.shape(x)[0]) for x in leaves}
+    if len(sizes) > 1:
+        raise ValueError(f"all batch arrays must share the leading (batch) size, got sizes "
+                         f"{sorted(sizes)}")
+    n_local = _num_shards(mesh) // max(1, jax.process_count())
+    if sizes and next(iter(sizes)) % max(1, n_local) != 0:
+        raise ValueError(f"batch size {next(iter(sizes))} is not divisible by the "
+                         f"{n_local} devices of this process; choose a multiple of {n_local}")
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: jax.device_put(x, _leaf_sharding(x, mesh, True)), batch)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(_leaf_sharding(x, mesh, True),
+                                                         np.asarray(x)), batch)
+
+
+def state_shardings(state: PyTree, mesh: Mesh) -> PyTree:
+    """Shardings for a :class:`~seqjax.train.TrainState`: all replicated but the carry.
+
+    Args:
+      state: the train state (arrays or ``jax.ShapeDtypeStruct``s).
+      mesh: the mesh.
+
+    Returns:
+      A pytree of ``NamedSharding`` with the structure of ``state``: the TBPTT carry's
+      leaves are split along their batch axis, everything else is replicated.
+    """
+    rep = replicated(mesh)
+    out = jax.tree.map(lambda _: rep, state)
+    if getattr(state, "carry", None) is not None:
+        out = out.replace(carry=jax.tree.map(lambda x: _leaf_sharding(x, mesh, True),
+                                             state.carry))
+    return out
+
+
+def place_state(state: PyTree, mesh: Mesh) -> PyTree:
+    """Puts a train state on ``mesh`` with :func:`state_shardings`.
+
+    Args:
+      state: the train state.
+      mesh: the mesh.
+
+    Returns:
+      The state with every leaf a global array of the right sharding.
+
+    Raises:
+      ValueError: a carry whose batch size is not divisible by the device count.
+    """
+    carry = getattr(state, "carry", None)
+    if carry is not None:
+        n = _num_shards(mesh)
+        for leaf in jax.tree.leaves(carry):
+            if np.ndim(leaf) >= 1 and np.shape(leaf)[0] % n:
+                raise ValueError(f"the carry's batch size {np.shape(leaf)[0]} is not divisible "
+                                 f"by the {n} devices of the mesh")
+    return jax.device_put(state, state_shardings(state, mesh))
+
+
+def constrain_state(state: PyTree, mesh: Mesh | None) -> PyTree:
+    """``with_sharding_constraint`` to :func:`state_shardings` inside a jitted step."""
+    if mesh is None:
+        return state
+    return jax.lax.with_sharding_constraint(state, state_shardings(state, mesh))

@@ -1,0 +1,146 @@
+"""Metric logging: a JSONL file and TensorBoard event files in the run directory, PNG curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MetricWriter", "plot_curves", "read_metrics"]
+
+
+class MetricWriter:
+    """Appends ``{"step", "split", **metrics}`` records to ``metrics.jsonl`` and TensorBoard.
+
+    TensorBoard events (tensorboardX) go to ``<workdir>/tensorboard`` with tags
+    ``<split>/<metric>``. When a run resumes from step ``s``, records after ``s`` (written by
+    the interrupted run past its last checkpoint) are dropped from the JSONL file so the curve
+    has no duplicated stretch.
+
+    Args:
+      workdir: the run directory (must exist).
+      resume_step: drop JSONL records with ``step > resume_step``; None keeps everything.
+      tensorboard: also write TensorBoard events (needs ``tensorboardX``).
+
+    Raises:
+      FileNotFoundError: ``workdir`` does not exist.
+
+    Example:
+      >>> import tempfile
+      >>> w = MetricWriter(tempfile.mkdtemp(), tensorboard=False)
+      >>> w.write(10, "train", {"loss": 1.5})
+      >>> read_metrics(w.path)[0]["loss"]
+      1.5
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None,
+                 tensorboard: bool = True):
+        workdir = os.fspath(workdir)
+        if not os.path.isdir(workdir):
+            raise FileNotFoundError(f"run directory {workdir!r} does not exist")
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if resume_step is not None and os.path.exists(self.path):
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                for r in kept:
+                    f.write(json.dumps(r) + "\n")
+            os.replace(tmp, self.path)
+        self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+        """Records scalar ``metrics`` of ``split`` (e.g. ``"train"``, ``"eval"``) at ``step``."""
+        record = {"step": int(step), "split": split}
+        for k, v in metrics.items():
+            v = float(v)
+            record[k] = v if math.isfinite(v) else str(v)
+            if self._tb is not None:
+                self._tb.add_scalar(f"{split}/{k}", v, int(step))
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def flush(self) -> None:
+        """Flushes both outputs."""
+        self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Flushes and closes both outputs."""
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Reads a ``metrics.jsonl`` file, skipping a torn last line.
+
+    Args:
+      path: the file, or a run directory containing ``metrics.jsonl``.
+
+    Returns:
+      The records, in file order.
+
+    Raises:
+      FileNotFoundError: no such file.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.jsonl")
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut off by a kill
+    return out
+
+
+def plot_curves(path: str | os.PathLike, png: str | os.PathLike | None = None,
+                metrics: tuple[str, ...] = ("loss",)) -> str:
+    """Plots learning curves (train and eval, one panel per metric) into a PNG.
+
+    Args:
+      path: a ``metrics.jsonl`` file or a run directory holding one.
+      png: output path; default ``<dir>/learning_curves.png``.
+      metrics: metric names to plot, one panel each.
+
+    Returns:
+      The PNG path.
+
+    Raises:
+      FileNotFoundError: no metrics file.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = os.fspath(path)
+    records = read_metrics(path)
+    base = path if os.path.isdir(path) else os.path.dirname(path)
+    png = os.fspath(png) if png is not None else os.path.join(base, "learning_curves.png")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], metrics, strict=True):
+        for split in sorted({r["split"] for r in records}):
+            pts = [(r["step"], r[name]) for r in records
+                   if r["split"] == split and isinstance(r.get(name), (int, float))]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, label=split)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
