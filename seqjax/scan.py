@@ -28,6 +28,9 @@ def scan(
     time_major: bool = False,
     unroll: int = 1,
     key: PRNGKey | None = None,
+    remat: bool | int = False,
+    compute_dtype: Any = None,
+    impl: str = "auto",
 ) -> tuple[PyTree, Array]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan`` (``(final_carry, ys)`` order).
 
@@ -51,6 +54,13 @@ def scan(
       unroll: time steps per loop iteration of ``lax.scan``.
       key: randomness for dropout layers and stochastic wrappers; None runs them
         deterministically (evaluation mode).
+      remat: recompute activations in the backward pass instead of storing them, to cut memory
+        on long sequences: True checkpoints every ``~sqrt(T)`` steps (fused kernels; the
+        reference path checkpoints each step), an int sets the chunk length. Same results.
+      compute_dtype: matmul dtype for every layer (e.g. ``jnp.bfloat16``), overriding the cells'
+        ``dtype``; carries and accumulation stay float32. None keeps the cells' setting.
+      impl: kernel choice, ``"auto"`` (default; see :mod:`seqjax.kernels`), or ``"fused"``,
+        ``"cudnn"``, ``"reference"`` to force one (for tests and benchmarks).
 
     Returns:
       ``(final_carry, ys)``: the carry after the last valid step, and outputs
@@ -60,7 +70,8 @@ def scan(
       TypeError: ``xs`` is not floating point, ``lengths`` not integer, ``mask`` not boolean,
         or ``cell`` not a seqjax cell.
       ValueError: wrong rank or feature size of ``xs``, a carry or ``lengths`` whose shape does
-        not match the batch, concrete lengths outside ``[0, T]``, both ``lengths`` and ``mask``.
+        not match the batch, concrete lengths outside ``[0, T]``, both ``lengths`` and ``mask``,
+        an unknown ``impl``, a forced ``impl`` that cannot run a layer, a bad ``remat``.
         All are raised at trace time.
 
     Example:
@@ -74,6 +85,10 @@ def scan(
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"scan expects a seqjax cell, got {type(cell).__name__}")
+    for flag, value in (("reverse", reverse), ("time_major", time_major)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{flag} must be a Python bool, got {type(value).__name__} (under "
+                            f"jax.jit, mark it static: static_argnames=('{flag}',))")
     xs = _checks.array_like("xs", xs)
     _checks.floating("xs", xs)
     if xs.ndim < 2:
@@ -93,8 +108,13 @@ def scan(
     else:
         cell.check_carry(carry, batch_shape)
 
-    final, ys_t = cell.scan_time_major(params, carry, xs_t, mask_t, reverse=bool(reverse),
-                                       unroll=unroll, key=key)
+    # Lazy import: seqjax.kernels imports the cell classes (see seqjax.kernels for the dispatch).
+    from seqjax.kernels import options
+
+    with options.using(impl=impl, remat=remat, compute_dtype=compute_dtype,
+                       lengths_prefix=lengths is not None):
+        final, ys_t = cell.scan_time_major(params, carry, xs_t, mask_t, reverse=bool(reverse),
+                                           unroll=unroll, key=key)
     ys = ys_t if time_major else jnp.moveaxis(ys_t, 0, -2)
     return final, ys
 

@@ -1,0 +1,216 @@
+"""Properties of seqjax.scan over random shapes, lengths and cells (hypothesis + chex)."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import seqjax
+
+CELLS = {
+    "lstm": seqjax.LSTM(3, peephole=True, proj_size=2),
+    "gru": seqjax.GRU(3),
+    "rnn": seqjax.SimpleRNN(3),
+    "stack": seqjax.stack([seqjax.LSTM(3), seqjax.GRU(2, reset_after=True)]),
+}
+
+
+@st.composite
+def problems(draw, max_batch_dims=2):
+    """A random cell, batch shape, length, inputs and per-sequence lengths."""
+    name = draw(st.sampled_from(sorted(CELLS)))
+    batch = tuple(draw(st.lists(st.integers(1, 3), min_size=0, max_size=max_batch_dims)))
+    T = draw(st.integers(0, 5))
+    I = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**16))
+    n = int(np.prod(batch)) if batch else 1
+    lengths = np.array(draw(st.lists(st.integers(0, T), min_size=n, max_size=n)),
+                       np.int32).reshape(batch)
+    cell = CELLS[name]
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    params = cell.init(k1, I)
+    xs = jax.random.normal(k2, batch + (T, I))
+    return cell, params, xs, jnp.asarray(lengths)
+
+
+def loop_one_sequence(cell, params, xs_TI, length):
+    """Reference: step one unbatched sequence through its valid prefix in a Python loop."""
+    carry = cell.initial_carry(())
+    ys = []
+    for t in range(length):
+        carry, y = cell(params, carry, xs_TI[t])
+        ys.append(y)
+    return carry, ys
+
+
+@given(problems())
+def test_scan_equals_python_loop_of_steps_per_sequence(problem):
+    cell, params, xs, lengths = problem
+    final, ys = seqjax.scan(cell, params, xs, lengths=lengths)
+    batch, T = xs.shape[:-2], xs.shape[-2]
+    chex.assert_shape(ys, batch + (T, cell.output_size))
+    for idx in np.ndindex(*batch):
+        L = int(lengths[idx])
+        carry, want = loop_one_sequence(cell, params, xs[idx], L)
+        if L:
+            np.testing.assert_allclose(ys[idx][:L], jnp.stack(want), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(ys[idx][L:], 0.0)
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, i=idx: a[i], final), carry,
+                                    rtol=1e-5, atol=1e-5)
+
+
+@given(problems())
+def test_jit_equals_eager(problem):
+    cell, params, xs, lengths = problem
+    eager = seqjax.scan(cell, params, xs, lengths=lengths)
+    jitted = jax.jit(seqjax.scan, static_argnums=0)(cell, params, xs, lengths=lengths)
+    chex.assert_trees_all_close(eager, jitted, rtol=1e-6, atol=1e-6)
+
+
+@given(problems(max_batch_dims=1))
+def test_batched_equals_vmapped(problem):
+    cell, params, xs, lengths = problem
+    if xs.ndim < 3:  # needs a batch axis to vmap over
+        xs, lengths = xs[None], lengths[None]
+    batched = seqjax.scan(cell, params, xs, lengths=lengths)
+    vmapped = jax.vmap(lambda x, n: seqjax.scan(cell, params, x, lengths=n))(xs, lengths)
+    chex.assert_trees_all_close(batched, vmapped, rtol=1e-5, atol=1e-5)
+
+
+@given(problems(), st.booleans())
+def test_padding_never_changes_valid_outputs_or_final_carry(problem, reverse):
+    cell, params, xs, lengths = problem
+    T = xs.shape[-2]
+    pad = jnp.arange(T) >= lengths[..., None]  # [*B, T]
+    garbage = jnp.where(pad[..., None], 1e3 * jnp.ones_like(xs), xs)
+    a = seqjax.scan(cell, params, xs, lengths=lengths, reverse=reverse)
+    b = seqjax.scan(cell, params, garbage, lengths=lengths, reverse=reverse)
+    chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def flip_within_length(x, lengths):
+    """Reverses each sequence ``x [*B, T, ...]`` within its own length (padding stays put)."""
+    T = x.shape[-2]
+    t = jnp.arange(T)
+    idx = jnp.where(t < lengths[..., None], lengths[..., None] - 1 - t, t)
+    return jnp.take_along_axis(x, idx[..., None], axis=-2)
+
+
+@given(problems())
+def test_reverse_with_lengths_equals_flip_within_length(problem):
+    cell, params, xs, lengths = problem
+    final_r, ys_r = seqjax.scan(cell, params, xs, lengths=lengths, reverse=True)
+    final_f, ys_f = seqjax.scan(cell, params, flip_within_length(xs, lengths), lengths=lengths)
+    np.testing.assert_allclose(ys_r, flip_within_length(ys_f, lengths), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(final_r, final_f, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+def test_causality(name, reverse):
+    """d y_t / d x_{t'} is zero for every t' after t (before t when reversed)."""
+    cell, T = CELLS[name], 5
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (T, 2))
+    jac = jax.jacrev(lambda x: seqjax.scan(cell, params, x, reverse=reverse)[1])(xs)
+    # jac[t, :, s, :] = d y_t / d x_s
+    norms = np.asarray(jnp.sqrt(jnp.sum(jac**2, axis=(1, 3))))  # [T, T]
+    future = np.triu(np.ones((T, T), bool), 1)
+    if reverse:
+        future = future.T
+    np.testing.assert_array_equal(norms[future], 0.0)
+    assert (norms[~future] > 0).all()  # every allowed dependency is really there
+
+
+def test_zero_length_time_axis_returns_initial_carry_and_empty_outputs():
+    cell = seqjax.LSTM(4)
+    params = cell.init(jax.random.key(0), 3)
+    carry = cell.initial_carry((2,))._replace(h=jnp.ones((2, 4)))
+    final, ys = seqjax.scan(cell, params, jnp.zeros((2, 0, 3)), carry=carry)
+    chex.assert_shape(ys, (2, 0, 4))
+    chex.assert_trees_all_equal(final, carry)
+    run = jax.jit(seqjax.scan, static_argnums=0, static_argnames=("time_major", "reverse"))
+    final, ys = run(cell, params, jnp.zeros((0, 2, 3)), time_major=True, reverse=True)
+    chex.assert_shape(ys, (0, 2, 4))
+
+
+def test_all_lengths_zero_leaves_carry_and_outputs_zero():
+    cell = seqjax.GRU(3)
+    params = cell.init(jax.random.key(0), 2)
+    carry = seqjax.GRUCarry(h=jnp.full((2, 3), 0.5))
+    final, ys = seqjax.scan(cell, params, jnp.ones((2, 4, 2)), carry=carry,
+                            lengths=jnp.zeros(2, jnp.int32))
+    np.testing.assert_array_equal(final.h, carry.h)
+    np.testing.assert_array_equal(ys, 0.0)
+
+
+@given(problems())
+def test_time_major_equals_batch_major(problem):
+    cell, params, xs, lengths = problem
+    a_final, a_ys = seqjax.scan(cell, params, xs, lengths=lengths)
+    xs_t = jnp.moveaxis(xs, -2, 0)
+    b_final, b_ys = seqjax.scan(cell, params, xs_t, lengths=lengths, time_major=True)
+    chex.assert_trees_all_close(a_final, b_final, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a_ys, jnp.moveaxis(b_ys, 0, -2), rtol=1e-6, atol=1e-6)
+
+
+def test_several_leading_batch_dims_equal_flattened_batch():
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 3, 4, 2))
+    lengths = jnp.array([[4, 0, 2], [1, 3, 4]])
+    f1, y1 = seqjax.scan(cell, params, xs, lengths=lengths)
+    f2, y2 = seqjax.scan(cell, params, xs.reshape(6, 4, 2), lengths=lengths.reshape(6))
+    np.testing.assert_allclose(y1.reshape(6, 4, -1), y2, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a: a.reshape(6, -1), f1), f2,
+                                rtol=1e-6, atol=1e-6)
+
+
+@given(problems(max_batch_dims=1), st.booleans())
+def test_mask_with_holes_equals_running_on_valid_steps_only(problem, reverse):
+    cell, params, xs, _ = problem
+    if xs.ndim < 3:
+        xs = xs[None]
+    B, T = xs.shape[:2]
+    mask = np.asarray(jax.random.bernoulli(jax.random.key(T + B), 0.6, (B, T)))
+    final, ys = seqjax.scan(cell, params, xs, mask=jnp.asarray(mask), reverse=reverse)
+    for b in range(B):
+        valid = np.flatnonzero(mask[b])
+        carry = cell.initial_carry(())
+        f, y = seqjax.scan(cell, params, xs[b, valid], carry=carry, reverse=reverse)
+        np.testing.assert_allclose(ys[b, valid], y, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(ys[b, ~mask[b]], 0.0)
+        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, b=b: a[b], final), f,
+                                    rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("unroll", [2, 3])
+def test_unroll_equals_plain_loop(unroll):
+    cell = CELLS["stack"]
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (3, 7, 2))
+    lengths = jnp.array([7, 4, 0])
+    chex.assert_trees_all_close(seqjax.scan(cell, params, xs, lengths=lengths),
+                                seqjax.scan(cell, params, xs, lengths=lengths, unroll=unroll),
+                                rtol=1e-6, atol=1e-6)
+
+
+def test_padded_inputs_get_zero_gradient_and_lengths_work_under_jit():
+    cell = CELLS["lstm"]
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 2))
+    lengths = jnp.array([5, 2])
+
+    @jax.jit
+    def loss(xs, lengths):
+        final, ys = seqjax.scan(cell, params, xs, lengths=lengths)
+        return jnp.sum(ys**2) + jnp.sum(final.c)
+
+    g = jax.grad(loss)(xs, lengths)
+    np.testing.assert_array_equal(g[1, 2:], 0.0)
+    assert np.all(np.abs(g[1, :2]).sum(-1) > 0) and np.all(np.abs(g[0]).sum(-1) > 0)
