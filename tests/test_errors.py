@@ -1,0 +1,115 @@
+"""Bad input raises clear errors at trace time, naming what was expected and what arrived."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import seqjax
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    cell = seqjax.LSTM(4)
+    return cell, cell.init(jax.random.key(0), 3)
+
+
+def test_wrong_rank(lstm):
+    cell, params = lstm
+    with pytest.raises(ValueError, match=r"at least 2 dimensions.*got shape \(3,\)"):
+        seqjax.scan(cell, params, jnp.ones(3))
+
+
+def test_wrong_feature_size_in_scan_and_step(lstm):
+    cell, params = lstm
+    with pytest.raises(ValueError, match="5 features .* expect 3"):
+        seqjax.scan(cell, params, jnp.ones((2, 4, 5)))
+    with pytest.raises(ValueError, match="5 features .* expect 3"):
+        cell(params, cell.initial_carry((2,)), jnp.ones((2, 5)))
+
+
+def test_non_float_inputs(lstm):
+    cell, params = lstm
+    with pytest.raises(TypeError, match="floating dtype.*int32"):
+        seqjax.scan(cell, params, jnp.ones((2, 4, 3), jnp.int32))
+    with pytest.raises(TypeError, match="must be an array"):
+        seqjax.scan(cell, params, "hello")
+
+
+def test_carry_batch_mismatch(lstm):
+    cell, params = lstm
+    with pytest.raises(ValueError, match=r"carry.*shape \(5, 4\), expected \(2, 4\)"):
+        seqjax.scan(cell, params, jnp.ones((2, 4, 3)), carry=cell.initial_carry((5,)))
+    with pytest.raises(ValueError, match="carry has structure"):
+        seqjax.scan(cell, params, jnp.ones((2, 4, 3)), carry=(jnp.zeros((2, 4)),))
+    with pytest.raises(ValueError, match=r"expected \(2, 4\)"):
+        cell(params, cell.initial_carry((5,)), jnp.ones((2, 3)))
+
+
+def test_bad_lengths(lstm):
+    cell, params = lstm
+    xs = jnp.ones((2, 4, 3))
+    with pytest.raises(TypeError, match="lengths must be integers, got dtype float32"):
+        seqjax.scan(cell, params, xs, lengths=jnp.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"batch shape \(2,\), got \(3,\)"):
+        seqjax.scan(cell, params, xs, lengths=jnp.array([1, 2, 3]))
+    with pytest.raises(ValueError, match=r"\[0, T=4\], got values in \[1, 5\]"):
+        seqjax.scan(cell, params, xs, lengths=jnp.array([1, 5]))
+    with pytest.raises(ValueError, match=r"\[0, T=4\]"):
+        seqjax.scan(cell, params, xs, lengths=jnp.array([-1, 2]))
+    with pytest.raises(ValueError, match="either lengths or mask"):
+        seqjax.scan(cell, params, xs, lengths=jnp.array([1, 2]), mask=jnp.ones((2, 4), bool))
+
+
+def test_bad_mask(lstm):
+    cell, params = lstm
+    xs = jnp.ones((2, 4, 3))
+    with pytest.raises(TypeError, match="mask must be boolean"):
+        seqjax.scan(cell, params, xs, mask=jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"mask must have shape \[\*B, T\] = \(2, 4\)"):
+        seqjax.scan(cell, params, xs, mask=jnp.ones((4, 2), bool))
+
+
+def test_errors_surface_at_trace_time_under_jit(lstm):
+    cell, params = lstm
+    run = jax.jit(lambda p, x, n: seqjax.scan(cell, p, x, lengths=n))
+    with pytest.raises(ValueError, match="5 features"):
+        run(params, jnp.ones((2, 4, 5)), jnp.array([1, 2]))
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        run(params, jnp.ones((2, 4, 3)), jnp.array([1.0, 2.0]))
+    with pytest.raises(TypeError, match="static_argnames"):
+        jax.jit(lambda p, x, r: seqjax.scan(cell, p, x, reverse=r))(params, jnp.ones((2, 4, 3)),
+                                                                     True)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="hidden_size must be a positive int, got 0"):
+        seqjax.LSTM(0)
+    with pytest.raises(TypeError, match="hidden_size must be a positive int"):
+        seqjax.GRU(4.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'peepholes'"):
+        seqjax.LSTM(4, peepholes=True)
+    with pytest.raises(ValueError, match=r"activation must be one of \('tanh', 'relu'\)"):
+        seqjax.SimpleRNN(4, activation="sigmoid")
+    with pytest.raises(TypeError, match="reset_after must be a bool"):
+        seqjax.GRU(4, reset_after="yes")
+    with pytest.raises(ValueError, match="coupled=True .* needs the forget gate"):
+        seqjax.LSTM(4, coupled=True, forget_gate=False)
+    with pytest.raises(ValueError, match="proj_size must be a positive int"):
+        seqjax.LSTM(4, proj_size=0)
+    with pytest.raises(ValueError, match="merge must be one of"):
+        seqjax.bidirectional(seqjax.LSTM(4), merge="mean")
+    with pytest.raises(ValueError, match="dropout must be < 1.0"):
+        seqjax.stack([seqjax.LSTM(4)], dropout=1.0)
+    with pytest.raises(TypeError, match="sequence of cells"):
+        seqjax.stack(seqjax.LSTM(4))
+    with pytest.raises(TypeError, match=r"layers\[1\] must be a seqjax cell"):
+        seqjax.stack([seqjax.LSTM(4), "lstm"])
+    with pytest.raises(TypeError, match="expects a seqjax cell"):
+        seqjax.scan("lstm", None, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="input_size must be a positive int"):
+        seqjax.LSTM(4).init(jax.random.key(0), 0)
+    with pytest.raises(ValueError, match="unroll must be >= 1"):
+        cell = seqjax.GRU(2)
+        seqjax.scan(cell, cell.init(jax.random.key(0), 1), jnp.ones((3, 1)), unroll=0)
