@@ -23,6 +23,8 @@ from seqjax.cells import (
     SimpleRNN,
     SimpleRNNCarry,
     SimpleRNNParams,
+    cell_from_config,
+    cell_to_config,
 )
 from seqjax.combinators import (
     Bidirectional,
@@ -66,6 +68,8 @@ __all__ = [
     "StackCarry",
     "StackParams",
     "bidirectional",
+    "cell_from_config",
+    "cell_to_config",
     "scan",
     "stack",
 ]

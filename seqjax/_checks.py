@@ -33,8 +33,8 @@ def one_of(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def non_negative_float(name: str, value: Any, *, allow_none: bool = False, upper: float | None = None,
-                       upper_inclusive: bool = True) -> None:
+def non_negative_float(name: str, value: Any, *, allow_none: bool = False,
+                       upper: float | None = None, upper_inclusive: bool = True) -> None:
     """Raises unless ``value`` is a real number >= 0 (and <= ``upper`` when given)."""
     if value is None and allow_none:
         return
@@ -51,7 +51,9 @@ def non_negative_float(name: str, value: Any, *, allow_none: bool = False, upper
 
 def array_like(name: str, value: Any) -> jax.Array:
     """Returns ``value`` as a JAX array, or raises TypeError naming what arrived."""
-    if isinstance(value, (jax.Array, np.ndarray, np.generic)) or hasattr(value, "__jax_array__"):
+    if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+        return jnp.asarray(value)
+    if hasattr(value, "__jax_array__"):
         return jnp.asarray(value)
     if isinstance(value, (list, tuple, int, float)):
         return jnp.asarray(value)

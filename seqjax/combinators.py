@@ -94,7 +94,8 @@ class Stack(Cell):
 
     def __post_init__(self):
         if not isinstance(self.layers, tuple) or not self.layers:
-            raise ValueError(f"Stack.layers must be a non-empty tuple of cells, got {self.layers!r}")
+            raise ValueError(
+                f"Stack.layers must be a non-empty tuple of cells, got {self.layers!r}")
         for k, layer in enumerate(self.layers):
             if not isinstance(layer, Cell):
                 raise TypeError(f"Stack.layers[{k}] must be a seqjax cell, got "

@@ -334,3 +334,24 @@ def test_bfloat16_compute_keeps_float32_carry():
     assert f16.c.dtype == jnp.float32 and y16.dtype == jnp.float32
     np.testing.assert_allclose(y16, y32, atol=3e-2)
     assert not np.array_equal(y16, y32)  # bfloat16 matmuls really ran
+
+
+def test_cell_definitions_round_trip_through_json_configs():
+    import json
+
+    cells = [
+        seqjax.LSTM(8, proj_size=4, peephole=True, cell_clip=3.0, dtype=jnp.bfloat16),
+        seqjax.GRU(5, reset_after=True, param_dtype=jnp.float64),
+        seqjax.stack([seqjax.bidirectional(seqjax.LSTM.variant("CIFG", 4)),
+                      seqjax.SimpleRNN(3, activation="relu")], dropout=0.25),
+    ]
+    for cell in cells:
+        cfg = json.loads(json.dumps(seqjax.cell_to_config(cell)))
+        back = seqjax.cell_from_config(cfg)
+        assert back == cell and hash(back) == hash(cell)
+    with pytest.raises(ValueError, match="custom callable"):
+        seqjax.cell_to_config(seqjax.LSTM(4, kernel_init=jax.nn.initializers.zeros))
+    with pytest.raises(ValueError, match="unknown cell type 'Transformer'"):
+        seqjax.cell_from_config({"type": "Transformer"})
+    with pytest.raises(ValueError, match="has no field 'size'"):
+        seqjax.cell_from_config({"type": "GRU", "size": 3})

@@ -1,6 +1,7 @@
 """Recurrent cells: the pure math of one time step."""
 
 from seqjax.cells.base import Cell, masked_scan, tree_select
+from seqjax.cells.config import cell_from_config, cell_to_config
 from seqjax.cells.gru import GRU, GRUCarry, GRUParams
 from seqjax.cells.lstm import GREFF_VARIANTS, LSTM, LSTMCarry, LSTMParams
 from seqjax.cells.rnn import SimpleRNN, SimpleRNNCarry, SimpleRNNParams
@@ -17,6 +18,8 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNCarry",
     "SimpleRNNParams",
+    "cell_from_config",
+    "cell_to_config",
     "masked_scan",
     "tree_select",
 ]

@@ -243,7 +243,8 @@ def accum_dtype(dtype: DType) -> DType:
     Written out rather than via ``jnp.promote_types``, which refuses mixed widths under strict
     dtype promotion.
     """
-    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
+    wide = jnp.dtype(dtype) == jnp.float64
+    return jnp.dtype(jnp.float64) if wide else jnp.dtype(jnp.float32)
 
 
 # Shared initializers: module-level instances so that two default-constructed cells compare and

@@ -95,8 +95,8 @@ class GRU(Cell):
     use_bias: bool = True
     dtype: DType | None = None
     param_dtype: DType = jnp.float32
-    kernel_init: Initializer = glorot_uniform
-    recurrent_init: Initializer = orthogonal
+    kernel_init: Initializer = dataclasses.field(default=glorot_uniform, repr=False)
+    recurrent_init: Initializer = dataclasses.field(default=orthogonal, repr=False)
 
     def __post_init__(self):
         _checks.positive_int("GRU.hidden_size", self.hidden_size)
