@@ -63,7 +63,8 @@ def array_like(name: str, value: Any) -> jax.Array:
 def floating(name: str, x: jax.Array) -> None:
     """Raises TypeError unless ``x`` has a floating dtype."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}")
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}")
 
 
 def feature_size(name: str, x: jax.Array, expected: int) -> None:

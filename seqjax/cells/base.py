@@ -232,7 +232,8 @@ def concat_init(init_fn, key: PRNGKey, shape: tuple[int, int], blocks: int, dtyp
 
 
 def matmul(x: Array, w: Array, compute_dtype: DType | None, out_dtype: DType) -> Array:
-    """``x @ w`` in ``compute_dtype`` (default: ``w``'s), accumulated and returned in ``out_dtype``."""
+    """``x @ w`` in ``compute_dtype`` (default: ``w``'s), accumulated and returned in
+    ``out_dtype``."""
     cdt = w.dtype if compute_dtype is None else compute_dtype
     return jnp.matmul(x.astype(cdt), w.astype(cdt), preferred_element_type=out_dtype)
 
