@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -132,7 +133,9 @@ def _time_mask(lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...],
             raise ValueError(f"lengths must have the batch shape {batch_shape}, got "
                              f"{tuple(lengths.shape)}")
         if _checks.is_concrete(lengths) and lengths.size:
-            lo, hi = int(np.min(lengths)), int(np.max(lengths))
+            # Read on the host: jnp reductions would be staged (and abstract) inside a jit trace.
+            host = np.asarray(jax.device_get(lengths))
+            lo, hi = int(host.min()), int(host.max())
             if lo < 0 or hi > T:
                 raise ValueError(f"lengths must lie in [0, T={T}], got values in [{lo}, {hi}]")
         steps = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))

@@ -113,3 +113,13 @@ def test_bad_options():
     with pytest.raises(ValueError, match="unroll must be >= 1"):
         cell = seqjax.GRU(2)
         seqjax.scan(cell, cell.init(jax.random.key(0), 1), jnp.ones((3, 1)), unroll=0)
+
+
+def test_concrete_lengths_closed_over_inside_jit_are_checked_not_traced(lstm):
+    cell, params = lstm
+    xs = jnp.ones((2, 4, 3))
+    good, bad = jnp.array([4, 1]), jnp.array([4, 9])
+    out = jax.jit(lambda p: seqjax.scan(cell, p, xs, lengths=good)[1])(params)
+    assert out.shape == (2, 4, 4)
+    with pytest.raises(ValueError, match=r"\[0, T=4\], got values in \[4, 9\]"):
+        jax.jit(lambda p: seqjax.scan(cell, p, xs, lengths=bad)[1])(params)
