@@ -398,8 +398,9 @@ def parse_config(config: Any, argv: Sequence[str] | None = None) -> Any:
             key, text = body, None  # a bare flag: only valid for bools
             i += 1
         overrides.append((key.replace("-", "_"), text))
+    valid = sorted(_valid_keys(config))
     for key, text in overrides:
-        config = _set_path(config, key.split("."), key, text)
+        config = _set_path(config, key.split("."), key, text, valid)
     return config
 
 
@@ -414,17 +415,19 @@ def _valid_keys(config: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _set_path(config: Any, path: list[str], full: str, text: str | None) -> Any:
+def _set_path(config: Any, path: list[str], full: str, text: str | None,
+              valid: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config) if f.init}
     name = path[0]
     if name not in fields:
-        raise ValueError(f"unknown config key {full!r}; valid keys: {sorted(_valid_keys(config))}")
+        raise ValueError(f"unknown config key {full!r}; valid keys: {valid}")
     current = getattr(config, name)
     if len(path) > 1:
         if not (dataclasses.is_dataclass(current) and not isinstance(current, type)):
             raise ValueError(f"unknown config key {full!r}: {name!r} is not a nested config; "
-                             f"valid keys: {sorted(_valid_keys(config))}")
-        return dataclasses.replace(config, **{name: _set_path(current, path[1:], full, text)})
+                             f"valid keys: {valid}")
+        return dataclasses.replace(
+            config, **{name: _set_path(current, path[1:], full, text, valid)})
     tp = typing.get_type_hints(type(config)).get(name, Any)
     if text is None:
         if tp is bool or (_union_args(tp) and bool in _union_args(tp)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import optax
 
 __all__ = ["make_optimizer", "make_schedule", "optimizer_from_config", "schedule_from_config"]
@@ -115,7 +116,9 @@ def make_optimizer(
       accumulate_steps: micro-batches averaged per update (``optax.MultiSteps``).
 
     Returns:
-      An ``optax.GradientTransformation`` (``MultiSteps`` exposes the same init/update).
+      An ``optax.GradientTransformation`` (``MultiSteps`` exposes the same init/update). It
+      runs under standard dtype promotion even when the caller enables strict promotion
+      (Optax's internals rely on it).
 
     Raises:
       ValueError: unknown optimizer or schedule, negative hyperparameters,
@@ -160,8 +163,28 @@ def make_optimizer(
             parts.append(optax.rmsprop(lr, momentum=momentum))
     opt = optax.chain(*parts)
     if accumulate_steps > 1:
-        return optax.MultiSteps(opt, every_k_schedule=accumulate_steps).gradient_transformation()
-    return opt
+        opt = optax.MultiSteps(opt, every_k_schedule=accumulate_steps).gradient_transformation()
+    return _standard_promotion(opt)
+
+
+def _standard_promotion(tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Runs ``tx`` under standard dtype promotion, whatever the caller's setting.
+
+    Optax mixes Python floats with int32 step counters (``b1 ** count``), which
+    ``jax_numpy_dtype_promotion="strict"`` rejects; the recipes stay usable in strict code.
+    """
+
+    def init(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return tx.init(params)
+
+    def update(updates, state, params=None, **extra_args):
+        with jax.numpy_dtype_promotion("standard"):
+            if isinstance(tx, optax.GradientTransformationExtraArgs):
+                return tx.update(updates, state, params, **extra_args)
+            return tx.update(updates, state, params)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 def schedule_from_config(config: Any) -> optax.Schedule:

@@ -30,12 +30,14 @@ def as_key_data(rng: Any) -> Array:
     Raises:
       TypeError: anything else.
     """
+    # Always a fresh buffer: the train step donates the state, which must not free the
+    # caller's key.
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return jax.random.key_data(jax.random.key(int(rng)))
     if isinstance(rng, jax.Array) and jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(rng)
+        return jnp.array(jax.random.key_data(rng), copy=True)
     if isinstance(rng, (jax.Array, np.ndarray)) and rng.dtype == jnp.uint32:
-        return jnp.asarray(rng)
+        return jnp.array(rng, copy=True)
     raise TypeError(f"rng must be an int seed, a jax.random.key or uint32 key data, got "
                     f"{type(rng).__name__}")
 
@@ -69,6 +71,9 @@ class TrainState:
     def create(cls, params: PyTree, optimizer: optax.GradientTransformation, rng: Any = 0,
                carry: PyTree = None) -> TrainState:
         """Starts a run at step 0.
+
+        The state holds ``params`` itself (no copy): a donating train step frees these
+        buffers on its first call, so keep a copy if the initial values are needed later.
 
         Args:
           params: initial parameters.

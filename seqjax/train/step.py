@@ -236,7 +236,7 @@ def make_train_step(
             return mean, out
 
         (_, out), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = (jnp.isfinite(out.loss_sum) & jnp.isfinite(grad_norm)
                   & (state.nonfinite_step < 0))
         # Optax mixes Python floats with int32 counters (``b1 ** count``); it is written for

@@ -1,0 +1,219 @@
+"""Tiny seqjax models for the training tests, and a worker script run in subprocesses.
+
+Two tasks, both learnable in a few dozen steps by an LSTM with 8 units:
+
+- ``lm``: independent windows of random tokens; the target at time t is the token at t - 1
+  (a one-step memory task). Batch ``s`` is a pure function of ``s``.
+- ``stream``: TBPTT over ``B`` fixed random token streams with the same target rule; the
+  carry flows from window to window (``seqjax.train.stream_window``).
+
+Worker usage (see tests/test_train_subprocess.py)::
+
+    python tests/_train_worker.py run WORKDIR [--kill_at_step K] [--task lm|stream] [overrides]
+    python tests/_train_worker.py devices OUTDIR      # needs 8 host devices via XLA_FLAGS
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import seqjax
+from seqjax import train
+
+V, E, H, T = 6, 4, 8, 6  # vocabulary, embedding, hidden units, window length
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyConfig(train.TrainConfig):
+    """The test runs' config: the training fields plus the model's and the task's."""
+
+    hidden_size: int = H
+    batch_size: int = 4
+    task: str = "lm"
+    total_steps: int = 12
+    learning_rate: float = 0.05
+    log_every: int = 3
+    eval_every: int = 6
+    save_every: int = 3
+    keep: int = 3
+    keep_best: int = 1
+    progress: bool = False
+    poison_step: int = -1  # the loss becomes NaN at this step (NaN test); -1: never
+
+
+def cell(config: TinyConfig) -> seqjax.LSTM:
+    return seqjax.LSTM(hidden_size=config.hidden_size)
+
+
+def init_fn(config: TinyConfig):
+    def init(key):
+        k1, k2, k3 = jax.random.split(key, 3)
+        return {
+            "embed": 0.5 * jax.random.normal(k1, (V, E), jnp.float32),
+            "lstm": cell(config).init(k2, E),
+            "readout": {"w": 0.3 * jax.random.normal(k3, (config.hidden_size, V), jnp.float32),
+                        "b": jnp.zeros((V,), jnp.float32)},
+        }
+
+    return init
+
+
+def logits_and_carry(config: TinyConfig, params, inputs, carry=None):
+    """inputs int [B, T] -> (logits [B, T, V], final carry)."""
+    xs = params["embed"][inputs]
+    final, ys = seqjax.scan(cell(config), params["lstm"], xs, carry=carry)
+    return ys @ params["readout"]["w"] + params["readout"]["b"], final
+
+
+def _loss(config, params, batch, carry):
+    logits, final = logits_and_carry(config, params, batch["inputs"], carry)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+    loss_sum = jnp.sum(ce)
+    if "poison" in batch:  # NaN injection for the non-finite test
+        loss_sum = jnp.where(batch["poison"][0], jnp.float32(jnp.nan), loss_sum)
+    correct = jnp.sum(jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+    return train.LossOutput(loss_sum, jnp.asarray(ce.size, jnp.float32),
+                            {"accuracy": correct}, final if carry is not None else None)
+
+
+def loss_fn(config: TinyConfig):
+    if config.task == "stream":
+        return lambda params, batch, rng, carry: _loss(config, params, batch, carry)
+    return lambda params, batch, rng: _loss(config, params, batch, None)
+
+
+def lm_batch(step: int, batch_size: int, seed: int = 0, poison_step: int = -1) -> dict:
+    rng = np.random.default_rng([seed, 1000, step])
+    tokens = rng.integers(0, V, (batch_size, T + 1)).astype(np.int32)
+    batch = {"inputs": tokens[:, 1:], "targets": tokens[:, :-1]}
+    if poison_step >= 0:
+        batch["poison"] = np.full((batch_size,), step == poison_step)
+    return batch
+
+
+def streams(batch_size: int, seed: int = 0) -> np.ndarray:
+    """[B, 4T + 1] random token streams; the stream task's target is the previous token."""
+    return np.random.default_rng([seed, 2000]).integers(0, V, (batch_size, 4 * T + 1)) \
+        .astype(np.int32)
+
+
+def stream_batch(step: int, batch_size: int, seed: int = 0) -> dict:
+    w = train.stream_window(streams(batch_size, seed), step, T)
+    # Inputs are positions [lo+1, lo+L], targets the previous token of the same stream
+    # (positions [lo, lo+L-1]): at t = 0 that is the last input of the previous window, which
+    # only the carry passed across the batch boundary can remember.
+    return {"inputs": w["targets"], "targets": w["inputs"], "reset": w["reset"]}
+
+
+def run(config: TinyConfig, workdir: str, *, mesh=None, hooks=(), verbose=False,
+        resume="auto") -> train.TrainResult:
+    """Trains the tiny model of ``config.task`` in ``workdir`` with ``train_loop``."""
+    if config.task == "stream":
+        init_carry = cell(config).initial_carry((config.batch_size,))
+        return train.train_loop(
+            config, workdir, init_params=init_fn(config), loss_fn=loss_fn(config),
+            train_batch=lambda s: stream_batch(s, config.batch_size, config.seed),
+            eval_batches=lambda: [stream_batch(s, config.batch_size, config.seed + 1)
+                                  for s in range(2)],
+            init_carry=init_carry, mesh=mesh, hooks=hooks, verbose=verbose, resume=resume)
+    return train.train_loop(
+        config, workdir, init_params=init_fn(config), loss_fn=loss_fn(config),
+        train_batch=lambda s: lm_batch(s, config.batch_size, config.seed, config.poison_step),
+        eval_batches=lambda: [lm_batch(10_000 + i, config.batch_size, config.seed)
+                              for i in range(2)],
+        mesh=mesh, hooks=hooks, verbose=verbose, resume=resume)
+
+
+def flat_params(tree) -> dict[str, np.ndarray]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))
+    return {jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
+
+
+def _kill_hook(step_to_kill: int):
+    def hook(step, state):
+        if step == step_to_kill:
+            # The save of this step was just started asynchronously: die in the middle of it.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def main(argv: list[str]) -> None:
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    mode, target, rest = argv[0], argv[1], argv[2:]
+    if mode == "run":
+        kill_at = None
+        if "--kill_at_step" in rest:
+            i = rest.index("--kill_at_step")
+            kill_at = int(rest[i + 1])
+            rest = rest[:i] + rest[i + 2:]
+        config = train.parse_config(TinyConfig, rest)
+        hooks = [_kill_hook(kill_at)] if kill_at is not None else []
+        result = run(config, target, hooks=hooks)
+        np.savez(os.path.join(target, "final_params.npz"), **flat_params(result.state.params))
+        print(json.dumps({"resumed_from": result.resumed_from,
+                          "final_step": int(result.state.step)}))
+    elif mode == "devices":
+        devices_check(target)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+def devices_check(outdir: str) -> None:
+    """8-device training equals 1-device training; checkpoints move between device counts."""
+    assert jax.device_count() == 8, jax.devices()
+    results = {}
+    for task in ("lm", "stream"):
+        config = TinyConfig(task=task, batch_size=8, total_steps=6, eval_every=3, save_every=3,
+                            log_every=3)
+        finals, states = {}, {}
+        for n in (8, 1):
+            mesh = train.make_mesh(jax.devices()[:n])
+            res = run(config, os.path.join(outdir, f"{task}_{n}"), mesh=mesh)
+            finals[n] = flat_params(res.state.params)
+            states[n] = res.state
+            leaf = jax.tree.leaves(res.state.params)[0]
+            results[f"{task}_{n}_param_devices"] = len(leaf.sharding.device_set)
+            if res.state.carry is not None:
+                c = jax.tree.leaves(res.state.carry)[0]
+                results[f"{task}_{n}_carry_shard_rows"] = int(
+                    c.addressable_shards[0].data.shape[0])
+            results[f"{task}_{n}_eval_loss"] = res.eval_metrics["loss"]
+        results[f"{task}_max_abs_diff"] = max(
+            float(np.max(np.abs(finals[8][k] - finals[1][k]))) for k in finals[8])
+        results[f"{task}_max_abs_param"] = max(float(np.max(np.abs(v)))
+                                               for v in finals[8].values())
+        # A checkpoint written on 8 devices restores onto 1 and vice versa, bit for bit.
+        for src, dst in ((8, 1), (1, 8)):
+            mesh = train.make_mesh(jax.devices()[:dst])
+            target = train.place_state(states[dst], mesh)
+            ckpt = train.Checkpointer(os.path.join(outdir, f"{task}_{src}", "checkpoints"))
+            restored, step = ckpt.restore(target, shardings=train.state_shardings(target, mesh))
+            ckpt.close()
+            flat = flat_params(restored.params)
+            results[f"{task}_restore_{src}_to_{dst}_step"] = step
+            results[f"{task}_restore_{src}_to_{dst}_exact"] = all(
+                np.array_equal(flat[k], finals[src][k]) for k in flat)
+            results[f"{task}_restore_{src}_to_{dst}_devices"] = len(
+                jax.tree.leaves(restored.params)[0].sharding.device_set)
+    # A batch that does not split over 8 devices is refused with a clear message.
+    try:
+        train.shard_batch({"x": np.zeros((6, 2), np.float32)}, train.make_mesh())
+        results["indivisible_error"] = None
+    except ValueError as e:
+        results["indivisible_error"] = str(e)
+    with open(os.path.join(outdir, "devices.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

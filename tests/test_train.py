@@ -1,0 +1,578 @@
+"""seqjax.train: optimizer recipes, steps, TBPTT, checkpoints, the loop, config parsing.
+
+References are closed forms and NumPy re-implementations written here; training runs use the
+tiny LSTM models of ``tests/_train_worker.py``. Subprocess tests (SIGKILL and resume, 8 fake
+devices) are in ``tests/test_train_subprocess.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import warnings
+from typing import Optional
+
+import _train_worker as tw
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import seqjax
+from seqjax import train
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted 12-step run of the tiny LM task (saves at 3, 6, 9, 12)."""
+    workdir = str(tmp_path_factory.mktemp("reference") / "run")
+    result = tw.run(tw.TinyConfig(), workdir)
+    return workdir, result, tw.flat_params(result.state.params)
+
+
+def _params_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+def test_sgd_clipping_and_l2_match_closed_form():
+    p = {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])}
+    g = {"w": jnp.array([3.0, 0.0]), "b": jnp.array([4.0])}  # global norm 5
+    opt = train.make_optimizer("sgd", 0.1, clip_norm=2.0, weight_decay=0.01)
+    updates, _ = opt.update(g, opt.init(p), p)
+    for k in p:
+        clipped = np.asarray(g[k]) * 2.0 / 5.0
+        expected = -0.1 * (clipped + 0.01 * np.asarray(p[k]))
+        np.testing.assert_allclose(updates[k], expected, rtol=1e-6)
+    # Below the threshold nothing is rescaled.
+    opt = train.make_optimizer("sgd", 0.1, clip_norm=10.0)
+    updates, _ = opt.update(g, opt.init(p), p)
+    np.testing.assert_allclose(updates["w"], -0.1 * np.asarray(g["w"]), rtol=1e-6)
+
+
+def test_adamw_and_rmsprop_first_two_steps_match_numpy():
+    p0 = np.array([0.5, -1.0, 2.0], np.float32)
+    grads = [np.array([0.3, -0.2, 0.1], np.float32), np.array([-0.1, 0.4, 0.2], np.float32)]
+    lr, wd, b1, b2, eps = 0.01, 0.1, 0.9, 0.999, 1e-8
+    opt = train.make_optimizer("adamw", lr, weight_decay=wd, clip_norm=None)
+    state, p = opt.init(jnp.asarray(p0)), jnp.asarray(p0)
+    m = v = np.zeros(3)
+    pn = p0.astype(np.float64)
+    for t, g in enumerate(grads, start=1):
+        upd, state = opt.update(jnp.asarray(g), state, p)
+        p = optax.apply_updates(p, upd)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g.astype(np.float64) ** 2
+        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        pn = pn - lr * (mhat / (np.sqrt(vhat) + eps) + wd * pn)
+    np.testing.assert_allclose(p, pn, rtol=1e-5)
+
+    decay, eps_r = 0.9, 1e-8
+    opt = train.make_optimizer("rmsprop", lr, clip_norm=None)
+    state, p = opt.init(jnp.asarray(p0)), jnp.asarray(p0)
+    nu, pn = np.zeros(3), p0.astype(np.float64)
+    for g in grads:
+        upd, state = opt.update(jnp.asarray(g), state, p)
+        p = optax.apply_updates(p, upd)
+        nu = decay * nu + (1 - decay) * g.astype(np.float64) ** 2
+        pn = pn - lr * g / (np.sqrt(nu) + eps_r)
+    np.testing.assert_allclose(p, pn, rtol=1e-5)
+
+
+def test_schedules_match_closed_forms():
+    lr, warm, total = 2.0, 10, 110
+    sched = train.make_schedule(lr, "cosine", warmup_steps=warm, total_steps=total,
+                                end_lr_factor=0.1)
+    for s in [0, 3, 10, 40, 75, 110, 150]:
+        if s < warm:
+            want = lr * s / warm
+        else:
+            frac = min(s - warm, total - warm) / (total - warm)
+            want = lr * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
+        assert float(sched(s)) == pytest.approx(want, rel=1e-5, abs=1e-6), s
+    sched = train.make_schedule(1.0, "step", warmup_steps=5, decay_every=10, decay_factor=0.5)
+    for s, want in [(0, 0.0), (5, 1.0), (14, 1.0), (15, 0.5), (35, 0.125)]:
+        assert float(sched(s)) == pytest.approx(want, rel=1e-6), s
+    assert float(train.make_schedule(0.3)(1234)) == pytest.approx(0.3)
+
+
+def test_optimizer_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        train.make_optimizer("lbfgs")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        train.make_optimizer("sgd", 0.1, schedule="linear")
+    with pytest.raises(ValueError, match="total_steps > warmup_steps"):
+        train.make_schedule(0.1, "cosine", warmup_steps=10, total_steps=5)
+    with pytest.raises(ValueError, match="accumulate_steps"):
+        train.make_optimizer("sgd", 0.1, accumulate_steps=0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        train.make_optimizer("adamw", 0.1, weight_decay=-1.0)
+
+
+def _quadratic_loss(params, batch, rng):
+    err = batch["x"] @ params["w"] - batch["y"]
+    return train.LossOutput(jnp.sum(err ** 2), jnp.asarray(err.shape[0], jnp.float32))
+
+
+def test_gradient_accumulation_equals_one_large_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype(np.float32)
+    y = rng.normal(size=(8,)).astype(np.float32)
+    p0 = {"w": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+    big = train.make_optimizer("sgd", 0.1, clip_norm=None)
+    acc = train.make_optimizer("sgd", 0.1, clip_norm=None, accumulate_steps=2)
+    # Each state gets its own copy: the step donates (frees) its input state's buffers.
+    s_big = train.TrainState.create(jax.tree.map(jnp.copy, p0), big)
+    s_big, _ = train.make_train_step(_quadratic_loss, big)(s_big, {"x": x, "y": y})
+    s_acc = train.TrainState.create(jax.tree.map(jnp.copy, p0), acc)
+    step = train.make_train_step(_quadratic_loss, acc)
+    s_acc, _ = step(s_acc, {"x": x[:4], "y": y[:4]})
+    np.testing.assert_array_equal(s_acc.params["w"], p0["w"])  # no update after 1 of 2
+    s_acc, _ = step(s_acc, {"x": x[4:], "y": y[4:]})
+    np.testing.assert_allclose(s_acc.params["w"], s_big.params["w"], rtol=1e-5)
+    # Closed form of the large-batch step: w - lr * 2/N X^T (Xw - y).
+    w = np.asarray(p0["w"])
+    np.testing.assert_allclose(s_big.params["w"], w - 0.1 * 2 / 8 * x.T @ (x @ w - y), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def test_train_step_rng_is_fold_in_of_step_and_buffers_are_donated():
+    key = jax.random.key(7)
+
+    def loss_fn(params, batch, rng):
+        u = jax.random.uniform(rng, ())
+        return train.LossOutput(jnp.sum(params["w"]) * 0.0, jnp.float32(1.0), {"u": u})
+
+    opt = optax.sgd(0.1)
+    state = train.TrainState.create({"w": jnp.ones(2)}, opt, key)
+    step = train.make_train_step(loss_fn, opt)
+    for s in range(3):
+        old = state
+        state, metrics = step(state, {})
+        want = jax.random.uniform(jax.random.fold_in(key, s), ())
+        assert float(metrics["u"]) == float(want)
+        assert old.params["w"].is_deleted()  # the input state's buffers were donated
+    assert int(state.step) == 3
+
+
+@pytest.fixture(scope="module")
+def lm_step():
+    config = tw.TinyConfig()
+    opt = train.make_optimizer("adamw", 0.05)
+    return config, opt, train.make_train_step(tw.loss_fn(config), opt)
+
+
+def test_loss_goes_down_and_every_parameter_gets_gradient(lm_step):
+    config, opt, step = lm_step
+    params = tw.init_fn(config)(jax.random.key(0))
+    loss = tw.loss_fn(config)
+    batch = tw.lm_batch(0, 16)  # every token of the vocabulary occurs in it
+    assert set(np.unique(batch["inputs"])) == set(range(tw.V))
+
+    def mean_loss(p):
+        out = loss(p, batch, None)
+        return out.loss_sum / out.count
+
+    grads = jax.jit(jax.grad(mean_loss))(params)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        # every leaf, and every parameter entry of every leaf, receives gradient
+        assert np.all(np.asarray(g) != 0), jax.tree_util.keystr(path)
+    state = train.TrainState.create(params, opt, 0)
+    losses = []
+    for s in range(40):
+        state, m = step(state, tw.lm_batch(s, 4))
+        losses.append(m["loss_sum"] / m["count"])
+    losses = [float(x) for x in jax.device_get(losses)]
+    assert np.log(tw.V) == pytest.approx(np.mean(losses[:3]), rel=0.1)  # starts near chance
+    # chance is log V = 1.79; the first target of each window is unpredictable, so the floor
+    # is log(V) / T = 0.3; 40 steps get well below chance
+    assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
+
+
+def test_nonfinite_step_is_a_noop_and_recorded(lm_step):
+    config, opt, step = lm_step
+    state = train.TrainState.create(tw.init_fn(config)(jax.random.key(1)), opt, 0)
+    for s in range(2):
+        state, _ = step(state, tw.lm_batch(s, 4, poison_step=2))
+    good = tw.flat_params(state.params)
+    good_opt = jax.device_get(state.opt_state)
+    for s in range(2, 5):  # step 2 is NaN; the later ones are refused
+        state, m = step(state, tw.lm_batch(s, 4, poison_step=2))
+        if s == 2:
+            assert np.isnan(float(m["loss_sum"]))
+    assert int(state.nonfinite_step) == 2 and int(state.step) == 2
+    assert _params_equal(tw.flat_params(state.params), good)
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.opt_state), good_opt)
+
+
+def test_summarize_metrics_and_bad_loss_outputs():
+    out = train.summarize_metrics({"loss_sum": 6.0, "count": 3.0, "grad_norm_sum": 4.0,
+                                   "steps": 2.0, "correct": 1.5})
+    assert out == {"loss": 2.0, "count": 3.0, "grad_norm": 2.0, "correct": 0.5}
+    opt = optax.sgd(0.1)
+    state = train.TrainState.create({"w": jnp.ones(2)}, opt)
+    bad = train.make_train_step(lambda p, b, r: jnp.sum(p["w"]), opt, donate=False)
+    with pytest.raises(TypeError, match="LossOutput"):
+        bad(state, {})
+    bad = train.make_train_step(lambda p, b, r: (p["w"], jnp.float32(2)), opt, donate=False)
+    with pytest.raises(ValueError, match="scalar loss_sum"):
+        bad(state, {})
+    bad = train.make_train_step(
+        lambda p, b, r: (jnp.sum(p["w"]), jnp.float32(2), {"count": jnp.float32(1)}), opt,
+        donate=False)
+    with pytest.raises(ValueError, match="reserved"):
+        bad(state, {})
+
+
+# --------------------------------------------------------------------------- TBPTT
+
+
+def test_tbptt_carry_is_passed_reset_and_not_differentiated_through():
+    config = tw.TinyConfig(task="stream")
+    loss = tw.loss_fn(config)
+    params = tw.init_fn(config)(jax.random.key(3))
+    opt = optax.sgd(0.0)  # zero learning rate: parameters fixed, only the carry moves
+    c0 = tw.cell(config).initial_carry((4,))
+    b0, b1 = tw.stream_batch(0, 4), tw.stream_batch(1, 4)
+    assert b0["reset"].all() and not b1["reset"].any()
+    step = train.make_train_step(loss, opt, donate=False)
+    loss_sum = jax.jit(lambda p, b, c: loss(p, b, None, c).loss_sum)
+    state = train.TrainState.create(params, opt, 0, carry=c0)
+    state1, m0 = step(state, b0)
+    state2, m1 = step(state1, b1)
+
+    # The carry after batch 0 is the final carry of a scan over window 0 from zeros, and
+    # batch 1's loss is computed from it (not from zeros).
+    _, want_c1 = jax.jit(tw.logits_and_carry, static_argnums=0)(
+        config, params, jnp.asarray(b0["inputs"]), c0)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), state1.carry, want_c1)
+    want_l1 = loss_sum(params, b1, want_c1)
+    zero_l1 = loss_sum(params, b1, c0)
+    assert float(m1["loss_sum"]) == pytest.approx(float(want_l1), rel=1e-6)
+    assert abs(float(want_l1) - float(zero_l1)) > 1e-4  # the carry really matters
+
+    # A reset row starts from zeros again.
+    reset_b1 = dict(b1, reset=np.array([True, False, True, False]))
+    _, m_reset = step(state1, reset_b1)
+    mixed = train.reset_carry(want_c1, jnp.asarray(reset_b1["reset"]))
+    assert float(m_reset["loss_sum"]) == pytest.approx(
+        float(loss_sum(params, b1, mixed)), rel=1e-6)
+
+    # Gradient through the step w.r.t. the previous batch's input embeddings is zero (the
+    # carry is stop_gradient-ed at the boundary), while without the stop it is not.
+    raw_step = train.make_train_step(loss, opt, jit=False)
+    x0 = params["embed"][jnp.asarray(b0["inputs"])]
+
+    def carry_from(x0_emb):
+        final, _ = seqjax.scan(tw.cell(config), params["lstm"], x0_emb, carry=c0)
+        return final
+
+    def loss_after_step(x0_emb):
+        st = train.TrainState.create(params, opt, 0, carry=carry_from(x0_emb))
+        _, m = raw_step(st, b1)
+        return m["loss_sum"]
+
+    def loss_without_stop(x0_emb):
+        return loss_sum(params, b1, carry_from(x0_emb))
+
+    g_step = jax.jit(jax.grad(loss_after_step))(x0)
+    g_free = jax.jit(jax.grad(loss_without_stop))(x0)
+    assert float(jnp.max(jnp.abs(g_free))) > 1e-4
+    np.testing.assert_array_equal(g_step, np.zeros_like(g_step))
+
+    # Parameter gradients of batch 1 equal those computed with the carry as a constant.
+    def mean_loss(p, carry):
+        out = loss(p, b1, None, carry)
+        return out.loss_sum / out.count
+
+    g_const = jax.jit(jax.grad(mean_loss))(params, want_c1)
+    assert float(m1["grad_norm_sum"]) == pytest.approx(float(optax.tree.norm(g_const)),
+                                                       rel=1e-5)
+    del state2
+
+    # eval_step passes the carry the same way.
+    ev = train.make_eval_step(loss)
+    em0, ec1 = ev(params, b0, c0)
+    em1, _ = ev(params, b1, ec1)
+    assert float(em1["loss_sum"]) == pytest.approx(float(want_l1), rel=1e-6)
+    assert float(em0["loss_sum"]) == pytest.approx(float(m0["loss_sum"]), rel=1e-6)
+
+
+def test_tbptt_carry_errors():
+    opt = optax.sgd(0.1)
+    state = train.TrainState.create({"w": jnp.ones(2)}, opt, carry={"h": jnp.zeros((2, 3))})
+    bad = train.make_train_step(lambda p, b, r, c: (jnp.sum(p["w"]), jnp.float32(1)), opt,
+                                donate=False)
+    with pytest.raises(ValueError, match="carry=None"):
+        bad(state, {})
+    bad = train.make_train_step(
+        lambda p, b, r, c: (jnp.sum(p["w"]), jnp.float32(1), {}, {"h": jnp.zeros((2, 4))}), opt,
+        donate=False)
+    with pytest.raises(ValueError, match=r"carry leaf \(2, 4\)"):
+        bad(state, {})
+    with pytest.raises(ValueError, match=r"reset must have shape \[B\]"):
+        train.reset_carry({"h": jnp.zeros((2, 3))}, jnp.array([True, False, True]))
+    with pytest.raises(TypeError, match="boolean"):
+        train.reset_carry({"h": jnp.zeros((2, 3))}, jnp.array([1, 0]))
+
+
+# --------------------------------------------------------------------------- data order
+
+
+def test_batch_indices_are_epoch_permutations_and_pure():
+    n, b = 10, 4
+    idx = np.concatenate([train.batch_indices(s, n, b, seed=3) for s in range(5)])  # 2 epochs
+    assert sorted(idx[:n].tolist()) == list(range(n))
+    assert sorted(idx[n:2 * n].tolist()) == list(range(n))
+    assert not np.array_equal(idx[:n], idx[n:2 * n])
+    np.testing.assert_array_equal(train.batch_indices(3, n, b, seed=3), idx[12:16])
+    with pytest.raises(ValueError, match="step >= 0"):
+        train.batch_indices(-1, n, b)
+
+
+def test_stream_window_is_contiguous_and_resets_on_wrap():
+    s = np.arange(2 * 13).reshape(2, 13)
+    ws = [train.stream_window(s, k, 4) for k in range(4)]  # 3 windows per pass
+    np.testing.assert_array_equal(ws[1]["inputs"], s[:, 4:8])
+    np.testing.assert_array_equal(ws[1]["targets"], s[:, 5:9])
+    assert [bool(w["reset"][0]) for w in ws] == [True, False, False, True]
+    np.testing.assert_array_equal(ws[3]["inputs"], ws[0]["inputs"])
+    with pytest.raises(ValueError, match="seq_len"):
+        train.stream_window(s, 0, 13)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    hidden_size: int = 8
+    layers: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg(train.TrainConfig):
+    model: _Model = dataclasses.field(default_factory=_Model)
+    sizes: tuple[int, ...] = (1, 2)
+    dropout: Optional[float] = None  # noqa: UP045 - checks typing.Optional parsing too
+    name: str = "run"
+
+
+def test_config_overrides_types_and_round_trip():
+    cfg = train.parse_config(_Cfg, [
+        "--learning_rate=3e-3", "--total_steps", "20", "--progress", "false",
+        "--async_checkpointing", "--model.hidden_size", "16", "--sizes", "4,5,6",
+        "--dropout", "0.25", "--name=x=y", "--warmup-steps", "7"])
+    assert cfg.learning_rate == 3e-3 and isinstance(cfg.learning_rate, float)
+    assert cfg.total_steps == 20 and cfg.progress is False and cfg.async_checkpointing is True
+    assert cfg.model == _Model(hidden_size=16) and cfg.sizes == (4, 5, 6)
+    assert cfg.dropout == 0.25 and cfg.name == "x=y" and cfg.warmup_steps == 7
+    assert train.parse_config(cfg, ["--dropout", "none"]).dropout is None
+    assert train.parse_config(_Cfg, ["--sizes", "[3, 4]"]).sizes == (3, 4)
+    d = train.config_to_dict(cfg)
+    assert json.loads(json.dumps(d)) == d
+    assert train.config_from_dict(_Cfg, d) == cfg
+    lines = dict(line.split(": ", 1) for line in train.format_config(cfg).splitlines())
+    assert lines["model.hidden_size".ljust(len(max(lines, key=len)))] == "16"
+    assert train.config_diff(train.config_to_dict(_Cfg()), d)["model.hidden_size"] == (8, 16)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match=r"unknown config key 'lr'; valid keys: .*learning_rate"):
+        train.parse_config(_Cfg, ["--lr", "0.1"])
+    with pytest.raises(ValueError, match="unknown config key 'model.depth'.*model.hidden_size"):
+        train.parse_config(_Cfg, ["--model.depth", "2"])
+    with pytest.raises(ValueError, match="--total_steps expects an int, got 'ten'"):
+        train.parse_config(_Cfg, ["--total_steps", "ten"])
+    with pytest.raises(ValueError, match="--progress expects a bool"):
+        train.parse_config(_Cfg, ["--progress=maybe"])
+    with pytest.raises(ValueError, match="--total_steps needs a value"):
+        train.parse_config(_Cfg, ["--total_steps"])
+    with pytest.raises(ValueError, match="expected --key value"):
+        train.parse_config(_Cfg, ["total_steps=3"])
+    with pytest.raises(ValueError, match="unknown config key"):
+        train.config_from_dict(_Cfg, {"nope": 1})
+    with pytest.raises(TypeError, match="expects an int"):
+        train.config_from_dict(_Cfg, {"total_steps": "3"})
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
+    workdir, result, final = reference_run
+    files = set(os.listdir(workdir))
+    assert {"config.json", "metrics.jsonl", "tensorboard", "checkpoints",
+            "learning_curves.png"} <= files
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(f"{workdir}/tensorboard"))
+    with open(f"{workdir}/learning_curves.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(f"{workdir}/config.json") as f:
+        assert json.load(f) == train.config_to_dict(tw.TinyConfig())
+    records = train.read_metrics(workdir)
+    train_steps = [r["step"] for r in records if r["split"] == "train"]
+    evals = {r["step"]: r["loss"] for r in records if r["split"] == "eval"}
+    assert train_steps == [3, 6, 9, 12] and sorted(evals) == [6, 12]
+    assert all(r["tokens_per_sec"] > 0 and r["learning_rate"] == 0.05
+               for r in records if r["split"] == "train")
+    first, last = records[0]["loss"], [r for r in records if r["split"] == "train"][-1]["loss"]
+    assert last < first
+    assert result.eval_metrics["loss"] == pytest.approx(evals[12])
+
+    # Retention: the last 3 steps, plus the best by eval loss among evaluated ones.
+    ckpt = train.Checkpointer(f"{workdir}/checkpoints")
+    steps = ckpt.all_steps()
+    best = min(evals, key=evals.get)
+    assert set(steps) == {6, 9, 12} | {best}
+    assert ckpt.best_step() == best == result.best_step  # metrics survive a reopen
+    assert ckpt.config(12) == train.config_to_dict(tw.TinyConfig())
+    restored, s = ckpt.restore(result.state)
+    ckpt.close()
+    assert s == 12 and _params_equal(tw.flat_params(restored.params), final)
+
+    # Same command with more steps continues from the latest checkpoint.
+    copy = str(tmp_path / "more")
+    shutil.copytree(workdir, copy)
+    longer = tw.run(tw.TinyConfig(total_steps=15), copy)
+    assert longer.resumed_from == 12 and int(longer.state.step) == 15
+    assert [r["step"] for r in train.read_metrics(copy) if r["split"] == "train"] == \
+        [3, 6, 9, 12, 15]
+
+
+def _corrupt(step_dir: str) -> None:
+    data = os.path.join(step_dir, "state", "d")
+    for name in os.listdir(data):
+        path = os.path.join(data, name)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.write(np.random.default_rng(0).bytes(size))
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_resume_is_exact(reference_run, tmp_path):
+    workdir, _, final = reference_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    _corrupt(os.path.join(copy, "checkpoints", "12"))
+    # A half-written later step (a save killed midway) is ignored, not mistaken for a step.
+    os.makedirs(os.path.join(copy, "checkpoints", "15.orbax-checkpoint-tmp", "state"))
+    with pytest.warns(train.CheckpointCorruptWarning, match="step 12 .* corrupt"):
+        result = tw.run(tw.TinyConfig(), copy)
+    assert result.resumed_from == 9
+    assert os.listdir(os.path.join(copy, "corrupt_checkpoints"))[0].startswith("12-")
+    assert _params_equal(tw.flat_params(result.state.params), final)
+
+
+def test_checksum_catches_silent_damage(reference_run, tmp_path):
+    """A checkpoint that decodes but whose values changed is rejected by its CRC32."""
+    workdir, result, _ = reference_run
+    copy = str(tmp_path / "ckpt")
+    shutil.copytree(os.path.join(workdir, "checkpoints"), copy)
+    path = os.path.join(copy, "12", "integrity", "metadata")
+    with open(path) as f:
+        info = json.load(f)
+    key = next(k for k in info["crc32"] if k.startswith("params"))
+    info["crc32"][key] ^= 1  # as if the stored array no longer matched what was saved
+    with open(path, "w") as f:
+        json.dump(info, f)
+    ckpt = train.Checkpointer(copy)
+    with pytest.warns(train.CheckpointCorruptWarning, match="checksum mismatch"):
+        _, step = ckpt.restore(result.state)
+    ckpt.close()
+    assert step == 9
+
+
+def test_nan_stops_with_the_step_and_last_checkpoint_intact(tmp_path):
+    workdir = str(tmp_path / "nan")
+    config = tw.TinyConfig(poison_step=7, total_steps=12)
+    with pytest.raises(train.NonFiniteError, match=r"at step 7;.*last good checkpoint is step 6") \
+            as info:
+        tw.run(config, workdir)
+    assert info.value.step == 7 and info.value.last_good_step == 6
+    ckpt = train.Checkpointer(f"{workdir}/checkpoints")
+    assert ckpt.all_steps() == [3, 6]
+    target = train.TrainState.create(tw.init_fn(config)(jax.random.key(0)),
+                                     train.optimizer_from_config(config), 0)
+    restored, step = ckpt.restore(target)
+    ckpt.close()
+    assert step == 6 and int(restored.step) == 6 and int(restored.nonfinite_step) == -1
+    assert all(np.isfinite(v).all() for v in tw.flat_params(restored.params).values())
+
+
+def test_incompatible_checkpoint_is_refused_and_nothing_overwritten(reference_run, tmp_path):
+    workdir, _, _ = reference_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+
+    def snapshot():
+        out = {}
+        for root, _, names in os.walk(copy):
+            for n in names:
+                p = os.path.join(root, n)
+                with open(p, "rb") as f:
+                    out[p] = f.read()
+        return out
+
+    before = snapshot()
+    with pytest.raises(train.IncompatibleCheckpointError,
+                       match=r"params\.lstm\.w_hh: checkpoint has shape \(8, 32\) float32, model "
+                             r"expects \(6, 24\)"):
+        tw.run(tw.TinyConfig(hidden_size=6), copy)
+    assert snapshot() == before
+
+
+def test_bad_run_directories(tmp_path, monkeypatch):
+    config = tw.TinyConfig()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a directory"):
+        tw.run(config, str(a_file))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tw.run(config, str(tmp_path / "missing"), resume="require")
+    with pytest.raises(PermissionError, match="cannot create"):
+        tw.run(config, str(a_file / "sub"))
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    (tmp_path / "locked").mkdir()
+    with pytest.raises(PermissionError, match="not readable and writable"):
+        tw.run(config, str(tmp_path / "locked"))
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train.read_saved_config(tmp_path / "nowhere")
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train.train_loop(_Model(), str(tmp_path / "x"), init_params=None, loss_fn=None,
+                         train_batch=None)
+
+
+def test_resume_never_refuses_existing_checkpoints(reference_run):
+    workdir, _, _ = reference_run
+    with pytest.raises(FileExistsError, match="refuses to overwrite"):
+        tw.run(tw.TinyConfig(), workdir, resume="never")
+
+
+def test_metric_writer_drops_records_past_the_resume_step(tmp_path):
+    w = train.MetricWriter(tmp_path, tensorboard=False)
+    for s in (3, 6, 9):
+        w.write(s, "train", {"loss": float(s)})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 12, "split": "tr')  # torn line of a killed run
+    assert [r["step"] for r in train.read_metrics(tmp_path)] == [3, 6, 9]
+    w = train.MetricWriter(tmp_path, resume_step=6, tensorboard=False)
+    w.write(9, "train", {"loss": 0.5, "bad": float("nan")})
+    w.close()
+    recs = train.read_metrics(tmp_path)
+    assert [(r["step"], r["loss"]) for r in recs] == [(3, 3.0), (6, 6.0), (9, 0.5)]
+    assert recs[-1]["bad"] == "nan"
+    png = train.plot_curves(tmp_path)
+    assert os.path.getsize(png) > 1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train.summarize_metrics({"loss_sum": 1.0, "count": 0.0})
