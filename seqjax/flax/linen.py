@@ -221,21 +221,27 @@ def _check_steppable(cell: SeqCell, where: str) -> None:
 def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree:
     """Declares the cell's parameters in ``module``'s 'params' collection; returns the NamedTuple.
 
-    On init, ``cell.init`` runs once with the first declared parameter's key and each top-level
-    entry of :func:`params_to_flax`'s dict becomes one Flax parameter.
+    On init, each top-level entry of :func:`params_to_flax`'s dict becomes one Flax parameter,
+    drawn by ``cell.init`` with that parameter's own key (init functions must be pure: Flax
+    re-traces them to check shapes). When the parameters exist, they are validated here so that
+    a mismatch is a ValueError naming the array, not an error inside the time loop.
     """
     template = params_to_flax(jax.eval_shape(lambda: cell.init(jax.random.key(0), input_size)))
-    made: dict[str, Any] = {}
+    stored = module.variables.get("params", {})
+    if module.is_initializing() and not all(name in stored for name in template):
 
-    def init_entry(name):
-        def init(rng):
-            if not made:
-                made.update(params_to_flax(cell.init(rng, input_size)))
-            return made[name]
-        return init
+        def init_entry(name):
+            return lambda rng: params_to_flax(cell.init(rng, input_size))[name]
 
-    tree = {name: module.param(name, init_entry(name)) for name in template}
-    return params_from_flax(cell, tree)
+        tree = {name: module.param(name, init_entry(name)) for name in template}
+        return params_from_flax(cell, tree)
+
+    params = params_from_flax(cell, nn.meta.unbox(stored))
+    n_in = cell.input_size(params)
+    if n_in != input_size:
+        raise ValueError(f"inputs have {input_size} features on their last axis, but the "
+                         f"parameters of {type(module).__name__} were made for {n_in}")
+    return params
 
 
 def _input_size(inputs: Any, min_ndim: int, what: str) -> int:
