@@ -57,7 +57,7 @@ class KernelOptions:
 
 
 _OPTIONS: contextvars.ContextVar[KernelOptions] = contextvars.ContextVar(
-    "seqjax_kernel_options", default=KernelOptions())
+    "seqjax_kernel_options", default=KernelOptions())  # noqa: B039 (frozen dataclass)
 
 
 def current() -> KernelOptions:
