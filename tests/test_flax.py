@@ -83,6 +83,9 @@ def _all_paths(cell, fwd, bwd, xs, lengths):
         seq_lengths=lengths)
     out["nnx_rnn"] = nnx.RNN(snnx.Cell(cell, params=fwd), return_carry=True)(
         xs, seq_lengths=lengths)
+    out["nnx_bidirectional"] = nnx.Bidirectional(
+        nnx.RNN(snnx.Cell(cell, params=fwd)), nnx.RNN(snnx.Cell(cell, params=bwd)),
+        return_carry=True)(xs, seq_lengths=lengths)
     out["linen_whole"] = sl.RNN(cell, return_carry=True).apply(
         {"params": tree_f}, xs, seq_lengths=lengths)
     out["nnx_whole"] = snnx.RNN(cell, params=fwd, return_carry=True)(xs, seq_lengths=lengths)
@@ -137,9 +140,10 @@ def test_linen_cell_nn_rnn_time_major_and_manual_loop(xs):
         assert_tree_close(carry, ref_carry)
 
 
-def test_linen_nn_bidirectional_matches_seqjax_bidirectional(cell_case):
+@pytest.mark.parametrize("path", ["nn_bidirectional", "nnx_bidirectional"])
+def test_flax_bidirectional_matches_seqjax_bidirectional(cell_case, path):
     cell, _, out = cell_case
-    (c_f, c_b), ys = out["nn_bidirectional"]
+    (c_f, c_b), ys = out[path]
     ref_carry, ref_ys = out["ref_bi"]
     # Flax concatenates [forward, backward] like merge="concat", and its carry tuple is
     # (forward carry, backward carry after reaching step 0), like BidirectionalCarry.
@@ -147,6 +151,39 @@ def test_linen_nn_bidirectional_matches_seqjax_bidirectional(cell_case):
     assert_valid_close(ys, ref_ys)
     assert_tree_close(c_f, ref_carry.forward)
     assert_tree_close(c_b, ref_carry.backward)
+
+
+def test_float64_paths_agree_tightly(x64):
+    """In float64 (carry_dtype=float64) every path equals seqjax.scan to 1e-12."""
+    cell = seqjax.LSTM(4, proj_size=3, peephole=True, param_dtype=jnp.float64)
+    params = make_params(cell, 11)
+    assert params.w_ih.dtype == jnp.float64
+    xs = jnp.asarray(np.random.default_rng(8).standard_normal((B, T, F)))
+
+    @jax.jit
+    def run(params, xs, lengths):
+        tree = sl.params_to_flax(params)
+        return (
+            seqjax.scan(cell, params, xs, lengths=lengths),
+            nn.RNN(sl.Cell(cell, carry_dtype=jnp.float64), return_carry=True).apply(
+                {"params": {"cell": tree}}, xs, seq_lengths=lengths),
+            nnx.RNN(snnx.Cell(cell, params=params, carry_dtype=jnp.float64), return_carry=True)(
+                xs, seq_lengths=lengths),
+            sl.RNN(cell, return_carry=True).apply({"params": tree}, xs, seq_lengths=lengths),
+            snnx.RNN(cell, params=params, return_carry=True)(xs, seq_lengths=lengths),
+        )
+
+    # int64 lengths: seqjax.scan compares them with an int64 arange under x64 (strict dtypes).
+    (ref_carry, ref_ys), *paths = run(params, xs, LENGTHS.astype(np.int64))
+    assert ref_ys.dtype == jnp.float64
+    m = valid_mask()
+    for carry, ys in paths:
+        assert ys.dtype == carry.h.dtype == jnp.float64
+        np.testing.assert_allclose(np.where(m, ys, 0.0), np.where(m, ref_ys, 0.0), rtol=1e-12,
+                                   atol=1e-12)
+        for g, w in zip(carry, ref_carry, strict=True):
+            if w is not None:
+                np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
 
 
 # -- nnx: the cell inside nnx.RNN ----------------------------------------------------------------
