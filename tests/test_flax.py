@@ -2,9 +2,10 @@
 
 The reference is :func:`seqjax.scan` with the same parameters (the cells themselves are checked
 against NumPy and PyTorch elsewhere). Flax's own ``nn.RNN`` / ``nnx.RNN`` / ``nn.Bidirectional``
-drive the cell modules, so these tests also pin down how Flax's conventions (padding,
-final carry, [forward, backward] order) line up with seqjax's. Parameters are perturbed away
-from their initial values so that zero-initialised parts (peepholes, biases) matter.
+/ ``nnx.Bidirectional`` drive the cell modules, so these tests also pin down how Flax's
+conventions (padding, final carry, [forward, backward] order) line up with seqjax's. Parameters
+are random normal draws with ``cell.init``'s structure (not its initial values), so that
+zero-initialised parts (peepholes, biases) matter. Each cell's paths share one jit.
 """
 
 from __future__ import annotations
