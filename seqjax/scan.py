@@ -138,7 +138,7 @@ def _time_mask(lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...],
             lo, hi = int(host.min()), int(host.max())
             if lo < 0 or hi > T:
                 raise ValueError(f"lengths must lie in [0, T={T}], got values in [{lo}, {hi}]")
-        steps = jnp.arange(T).reshape((T,) + (1,) * len(batch_shape))
+        steps = jnp.arange(T, dtype=lengths.dtype).reshape((T,) + (1,) * len(batch_shape))
         return steps < lengths[None]
     if mask is not None:
         mask = _checks.array_like("mask", mask)

@@ -214,3 +214,12 @@ def test_padded_inputs_get_zero_gradient_and_lengths_work_under_jit():
     g = jax.grad(loss)(xs, lengths)
     np.testing.assert_array_equal(g[1, 2:], 0.0)
     assert np.all(np.abs(g[1, :2]).sum(-1) > 0) and np.all(np.abs(g[0]).sum(-1) > 0)
+
+
+def test_int32_lengths_with_float64_inputs(x64):
+    cell = seqjax.GRU(2, param_dtype=jnp.float64)
+    params = cell.init(jax.random.key(0), 2)
+    xs = jnp.ones((2, 3, 2), jnp.float64)
+    _, ys = seqjax.scan(cell, params, xs, lengths=np.array([3, 1], np.int32))
+    np.testing.assert_array_equal(ys[1, 1:], 0.0)
+    assert ys.dtype == jnp.float64
