@@ -129,6 +129,24 @@ def _t(w: Array) -> Array:
     return jnp.swapaxes(w, -1, -2)
 
 
+_HOIST_T = True
+
+
+def _with_transposes(P: dict) -> dict:
+    """Adds ``P["T:" + name] = P[name].T`` for the matrices, computed once before the loop."""
+    if not _HOIST_T:
+        return P
+    out = dict(P)
+    for name, w in P.items():
+        if w is not None and w.ndim == 2:
+            out["T:" + name] = _t(w)
+    return out
+
+
+def _wt(P: dict, name: str) -> Array:
+    return P["T:" + name] if "T:" + name in P else _t(P[name])
+
+
 def _outer_sum(x_TBm: Array, d_TBn: Array, cdt, out_dtype) -> Array:
     """``sum_{t,b} x[t,b]^T d[t,b]``: one ``[m, T*B] x [T*B, n]`` matmul -> ``[m, n]``."""
     if cdt is not None:
@@ -185,13 +203,13 @@ class _LSTMSpec:
         h_prev, c_prev = state_prev
         dh, dc = dstate
         if P["w_proj"] is not None:
-            dhh = matmul(dh.astype(acc), _t(P["w_proj"]), cell.dtype, acc)
+            dhh = matmul(dh.astype(acc), _wt(P, "w_proj"), cell.dtype, acc)
         else:
             dhh = dh.astype(acc)
         _, pull = jax.vjp(lambda a_, c_, p_: _lstm_point(cell, a_, c_, p_), a,
                           c_prev.astype(acc), P["peep"])
         da, dc_prev, dpeep = pull((dc.astype(acc), dhh))
-        dh_prev = matmul(da, _t(P["w_hh"]), cell.dtype, acc)
+        dh_prev = matmul(da, _wt(P, "w_hh"), cell.dtype, acc)
         factors = (da, dh) if P["w_proj"] is not None else (da,)
         return (dh_prev.astype(h_prev.dtype), dc_prev.astype(c_prev.dtype)), factors, dpeep
 
@@ -230,7 +248,7 @@ class _GRUAfterSpec:
         acc = rec.dtype
         _, pull = jax.vjp(_gru_after_point, xp, rec, h_prev.astype(acc), P["b_hn"])
         dxp, drec, dh_direct, db_hn = pull(dstate[0].astype(acc))
-        dh_prev = dh_direct + matmul(drec, _t(P["w_hh"]), self.cell.dtype, acc)
+        dh_prev = dh_direct + matmul(drec, _wt(P, "w_hh"), self.cell.dtype, acc)
         return (dh_prev.astype(h_prev.dtype),), (dxp, drec), db_hn
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
@@ -270,9 +288,9 @@ class _GRUClassicSpec:
         (z, u), pull_gates = jax.vjp(_gru_gates, a_rz, h_prev)
         _, pull_update = jax.vjp(_gru_update, pre_n, z, h_prev)
         dpre_n, dz, dh1 = pull_update(dstate[0].astype(acc))
-        du = matmul(dpre_n, _t(P["w_n"]), cdt, acc)
+        du = matmul(dpre_n, _wt(P, "w_n"), cdt, acc)
         da_rz, dh2 = pull_gates((dz, du))
-        dh_prev = dh1 + dh2 + matmul(da_rz, _t(P["w_rz"]), cdt, acc)
+        dh_prev = dh1 + dh2 + matmul(da_rz, _wt(P, "w_rz"), cdt, acc)
         return (dh_prev.astype(state_prev[0].dtype),), (da_rz, dpre_n), None
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
@@ -305,7 +323,7 @@ class _RNNSpec:
         a = res[0]
         _, pull = jax.vjp(_ACTIVATIONS[self.cell.activation], a)
         (da,) = pull(dstate[0].astype(a.dtype))
-        dh_prev = matmul(da, _t(P["w_hh"]), self.cell.dtype, a.dtype)
+        dh_prev = matmul(da, _wt(P, "w_hh"), self.cell.dtype, a.dtype)
         return (dh_prev.astype(state_prev[0].dtype),), (da,), None
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
@@ -355,6 +373,7 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
     """Reverse recurrence and weight gradients: ``(dstate0, dP, dxps)``."""
     states_prev = _shift(state0, states)
     xp_in = xps if spec.needs_xp else None
+    PT = _with_transposes(P)
 
     def body(dstate, inp):
         r, sp, xp, dy, m = inp
@@ -362,7 +381,7 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
         d_in = dstate
         if m is not None:
             d_in = tuple(jnp.where(_bcast(m, d), d, jnp.zeros((), d.dtype)) for d in dstate)
-        dprev, factors, dsmall = spec.bwd_step(P, r, sp, xp, d_in)
+        dprev, factors, dsmall = spec.bwd_step(PT, r, sp, xp, d_in)
         if m is not None:
             # a skipped step passes its carry gradient through; its own grads are zero
             dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate,

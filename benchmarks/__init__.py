@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of seqjax against other libraries (run ``python -m benchmarks.rnn``)."""

@@ -1,0 +1,78 @@
+"""Smoke run of ``python -m benchmarks.rnn --quick``: every entry runs and the outputs are sane.
+
+Timings at these tiny shapes mean nothing; the test checks that every implementation builds and
+runs, that FLOP and ratio bookkeeping is consistent, and that the JSON and PNG are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from benchmarks import rnn  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = rnn.main(["--quick", "--out", str(out)])
+    return out, result
+
+
+def test_quick_run_writes_json_and_png(quick_result):
+    out, result = quick_result
+    on_disk = json.loads((out / "rnn.json").read_text())
+    assert on_disk["layers"] == json.loads(json.dumps(result["layers"]))
+    png = (out / "rnn.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_every_entry_ran_both_workloads(quick_result):
+    _, result = quick_result
+    rows = result["layers"]
+    for kind in ("lstm", "gru"):
+        names = set(rnn.entries(kind))
+        assert {"seqjax fused", "seqjax reference"} <= names
+        for workload in ("train", "infer"):
+            got = {r["impl"] for r in rows if r["kind"] == kind and r["workload"] == workload}
+            assert got == names, (kind, workload, got ^ names)
+    for r in rows:
+        assert r["ms"] > 0 and math.isfinite(r["ms"]) and r["runs"] >= 1
+        flops = rnn.matmul_flops(r["kind"], r["B"], r["T"], r["I"], r["H"],
+                                 r["workload"] == "train")
+        assert r["gflops"] == pytest.approx(flops / (r["ms"] / 1e3) / 1e9)
+        assert r["roofline_frac"] == pytest.approx(r["gflops"] / result["roofline"]["gflops"])
+
+
+def test_ratios_generation_and_scaling_are_consistent(quick_result):
+    _, result = quick_result
+    by_key = {(r["kind"], r["workload"], r["impl"]): r["ms"] for r in result["layers"]}
+    for q in result["ratios"]:
+        want = by_key[(q["kind"], q["workload"], q["versus"])] / by_key[
+            (q["kind"], q["workload"], "seqjax fused")]
+        assert q["speedup"] == pytest.approx(want)
+    gen = result["generation"]
+    assert gen["seqjax_ms_per_token"] > 0
+    if "torch_loop_ms_per_token" in gen:
+        assert gen["speedup"] == pytest.approx(gen["torch_loop_ms_per_token"]
+                                               / gen["seqjax_ms_per_token"])
+    sc = result["scaling"]
+    assert sc["T"] == rnn.make_config(True, None).scaling_T
+    assert len(sc["seqjax_fused_ms"]) == len(sc["T"])
+    rem = sc["remat"]
+    # chunked remat keeps [sqrt(T)] steps of activations instead of [T]: less compiled memory
+    assert rem["remat"]["temp_mb"] < rem["no_remat"]["temp_mb"]
+    assert rem["memory_ratio"] == pytest.approx(rem["remat"]["peak_mb"]
+                                                / rem["no_remat"]["peak_mb"])
+
+
+def test_flop_count_matches_hand_count():
+    # LSTM, B=2, T=3, I=5, H=7: forward 2*T*B*4H*(I+H); training adds dW (same) and dh (H*H)
+    fwd = 2 * 3 * 2 * 28 * 12
+    assert rnn.matmul_flops("lstm", 2, 3, 5, 7, False) == fwd
+    assert rnn.matmul_flops("lstm", 2, 3, 5, 7, True) == 2 * fwd + 2 * 3 * 2 * 28 * 7
+    assert rnn.matmul_flops("gru", 2, 3, 5, 7, False) == 2 * 3 * 2 * 21 * 12
