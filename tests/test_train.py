@@ -1,8 +1,8 @@
 """seqjax.train: optimizer recipes, steps, TBPTT, checkpoints, the loop, config parsing.
 
 References are closed forms and NumPy re-implementations written here; training runs use the
-tiny LSTM models of ``tests/_train_worker.py``. Subprocess tests (SIGKILL and resume, 8 fake
-devices) are in ``tests/test_train_subprocess.py``.
+tiny LSTM models of ``tests/_train_worker.py``, which is also the script the subprocess tests
+run (SIGKILL in the middle of a save and resume; 8 fake devices).
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from typing import Optional
 
@@ -576,3 +580,110 @@ def test_metric_writer_drops_records_past_the_resume_step(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         train.summarize_metrics({"loss_sum": 1.0, "count": 0.0})
+
+
+# --------------------------------------------------------------------------- subprocesses
+# SIGKILL in the middle of a save then resume, and 8 fake devices. Each subprocess pays the
+# JAX import and compilation again, so there are few of them and each checks several things.
+
+WORKER = os.path.join(os.path.dirname(__file__), "_train_worker.py")
+
+
+def _env(devices: int | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    if devices is not None:
+        # Must be set before jax is imported, hence a subprocess.
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
+def _worker(*args: str, devices: int | None = None, timeout: float = 300):
+    return subprocess.run([sys.executable, WORKER, *args], env=_env(devices), timeout=timeout,
+                          capture_output=True, text=True)
+
+
+def _last_json(stdout: str) -> dict:
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
+def _load(path: str) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_sigkill_mid_save_then_resume_is_bit_identical(tmp_path, reference_run):
+    uninterrupted = reference_run[2]
+    workdir = str(tmp_path / "run")
+    # Saves every 3 steps; the process kills itself right after the save of step 6 started.
+    killed = _worker("run", workdir, "--kill_at_step", "6")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    entries = os.listdir(os.path.join(workdir, "checkpoints"))
+    assert "3" in entries and "6" not in entries, entries  # step 6 never completed...
+    assert any(e.startswith("6.orbax-checkpoint-tmp") for e in entries), entries  # ...mid-save
+
+    resumed = _worker("run", workdir)  # the same command again
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    info = _last_json(resumed.stdout)
+    assert info == {"resumed_from": 3, "final_step": 12}
+    assert "resuming from checkpoint step 3" in resumed.stdout
+    final = _load(os.path.join(workdir, "final_params.npz"))
+    assert final.keys() == uninterrupted.keys()
+    for k in final:
+        np.testing.assert_array_equal(final[k], uninterrupted[k], err_msg=k)
+    steps = sorted(int(e) for e in os.listdir(os.path.join(workdir, "checkpoints")) if e.isdigit())
+    assert steps[-1] == 12
+    # The metrics file holds each logged step once, despite the replayed stretch.
+    train_steps = [r["step"] for r in train.read_metrics(workdir) if r["split"] == "train"]
+    assert train_steps == [3, 6, 9, 12]
+
+
+def test_eight_devices_equal_one_and_checkpoints_move_between_counts(tmp_path):
+    out = _worker("devices", str(tmp_path), devices=8)
+    assert out.returncode == 0, out.stderr[-5000:]
+    with open(tmp_path / "devices.json") as f:
+        r = json.load(f)
+    for task in ("stream",):
+        # Same training on 8 devices and on 1, up to float reduction order.
+        assert r[f"{task}_max_abs_diff"] <= 1e-5 * max(1.0, r[f"{task}_max_abs_param"]), r
+        assert r[f"{task}_8_eval_loss"] == pytest.approx(r[f"{task}_1_eval_loss"], rel=1e-5)
+        assert r[f"{task}_8_param_devices"] == 8 and r[f"{task}_1_param_devices"] == 1
+        for src, dst in ((8, 1), (1, 8)):
+            assert r[f"{task}_restore_{src}_to_{dst}_step"] == 6
+            assert r[f"{task}_restore_{src}_to_{dst}_exact"] is True
+            assert r[f"{task}_restore_{src}_to_{dst}_devices"] == dst
+    # The TBPTT carry [8, H] is split over the batch axis: one row per device.
+    assert r["stream_8_carry_shard_rows"] == 1 and r["stream_1_carry_shard_rows"] == 8
+    assert "batch size 6 is not divisible by the 8 devices" in r["indivisible_error"]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_times_then_resume_is_bit_identical(tmp_path):
+    """Kills a longer run from outside at several random moments; the end result never moves."""
+    args = ["--total_steps", "30", "--save_every", "2", "--log_every", "2", "--eval_every", "4"]
+    ref = str(tmp_path / "ref")
+    done = _worker("run", ref, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = _load(os.path.join(ref, "final_params.npz"))
+    workdir = str(tmp_path / "run")
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, WORKER, "run", workdir, *args], env=_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ckpt_dir = os.path.join(workdir, "checkpoints")
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (
+                os.path.isdir(ckpt_dir) and any(e.isdigit() for e in os.listdir(ckpt_dir))):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = _worker("run", workdir, *args)
+    assert final.returncode == 0, final.stderr[-3000:]
+    got = _load(os.path.join(workdir, "final_params.npz"))
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)

@@ -227,10 +227,10 @@ class Checkpointer:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   config=ocp.args.JsonSave(config or {}),
                                   integrity=ocp.args.JsonSave(integrity))
-        clean_metrics = None
-        if metrics is not None:
-            clean_metrics = {k: float(v) for k, v in metrics.items()
-                             if np.isfinite(float(v))}
+        # Steps without validation metrics get {}: ranked last by best-retention (Orbax
+        # would log a warning for None when best_fn is set).
+        clean_metrics = {k: float(v) for k, v in (metrics or {}).items()
+                         if np.isfinite(float(v))}
         return bool(self._manager.save(step, args=args, metrics=clean_metrics, force=force))
 
     def wait(self) -> None:

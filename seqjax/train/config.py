@@ -144,7 +144,7 @@ def format_config(config: Any) -> str:
 
     Example:
       >>> print(format_config(TrainConfig()).splitlines()[0])
-      accumulate_steps: 1
+      accumulate_steps   : 1
     """
     flat = _flatten(config_to_dict(config))
     width = max((len(k) for k in flat), default=0)
