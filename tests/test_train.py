@@ -663,13 +663,14 @@ def test_eight_devices_equal_one_and_checkpoints_move_between_counts(tmp_path):
 @pytest.mark.slow
 def test_sigkill_at_random_times_then_resume_is_bit_identical(tmp_path):
     """Kills a longer run from outside at several random moments; the end result never moves."""
-    args = ["--total_steps", "30", "--save_every", "2", "--log_every", "2", "--eval_every", "4"]
+    args = ["--total_steps", "120", "--save_every", "2", "--log_every", "2", "--eval_every", "4"]
     ref = str(tmp_path / "ref")
     done = _worker("run", ref, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     want = _load(os.path.join(ref, "final_params.npz"))
     workdir = str(tmp_path / "run")
     rng = np.random.default_rng(0)
+    kills = 0
     for _ in range(3):
         proc = subprocess.Popen([sys.executable, WORKER, "run", workdir, *args], env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -678,12 +679,15 @@ def test_sigkill_at_random_times_then_resume_is_bit_identical(tmp_path):
         while time.time() < deadline and proc.poll() is None and not (
                 os.path.isdir(ckpt_dir) and any(e.isdigit() for e in os.listdir(ckpt_dir))):
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 1.0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
+            kills += proc.wait() == -signal.SIGKILL
         proc.wait()
+    assert kills >= 2  # the kills landed while training ran
     final = _worker("run", workdir, *args)
     assert final.returncode == 0, final.stderr[-3000:]
+    assert _last_json(final.stdout)["resumed_from"] is not None
     got = _load(os.path.join(workdir, "final_params.npz"))
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)

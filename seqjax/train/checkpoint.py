@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from seqjax.train.sharding import to_host
 from seqjax.typing import PyTree
 
 __all__ = ["CheckpointCorruptWarning", "Checkpointer", "IncompatibleCheckpointError"]
@@ -216,7 +217,7 @@ class Checkpointer:
         """
         from seqjax.train.config import config_to_dict
 
-        step = int(jax.device_get(state.step)) if step is None else int(step)
+        step = int(to_host(state.step)) if step is None else int(step)
         if step in self._manager.all_steps():
             return False
         if config is not None and not isinstance(config, dict):

@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 from seqjax.train.checkpoint import Checkpointer
 from seqjax.train.config import TrainConfig, config_diff, config_to_dict, format_config
 from seqjax.train.optim import optimizer_from_config, schedule_from_config
-from seqjax.train.sharding import make_mesh, place_state, shard_batch, state_shardings
+from seqjax.train.sharding import make_mesh, place_state, shard_batch, state_shardings, to_host
 from seqjax.train.state import TrainState
 from seqjax.train.step import (
     LossOutput,
@@ -140,7 +140,7 @@ def evaluate(
         sums = _add(sums, metrics)
     if sums is None:
         raise ValueError("eval_batches() yielded no batches")
-    return summarize_metrics(jax.device_get(sums))
+    return summarize_metrics(to_host(sums))
 
 
 def state_shardings_like_carry(carry: PyTree, mesh: Mesh) -> PyTree:
@@ -255,17 +255,17 @@ def train_loop(
                 say("config differs from the checkpoint's: " + ", ".join(
                     f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items())),
                     flush=True)
-    start = int(jax.device_get(state.step))
+    start = int(to_host(state.step))
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config_dict, f, indent=2, sort_keys=True)
     writer = MetricWriter(workdir, resume_step=start if resumed_from is not None else 0,
-                          tensorboard=is_main)
+                          active=is_main)
 
     train_step = make_train_step(loss_fn, optimizer, mesh=mesh)
     eval_step = make_eval_step(loss_fn) if eval_batches is not None else None
     if eval_carry is None and init_carry is not None:
-        eval_carry = jax.tree.map(np.zeros_like, jax.device_get(init_carry))
+        eval_carry = jax.tree.map(np.zeros_like, init_carry)
 
     total = config.total_steps
     pbar = None
@@ -288,13 +288,13 @@ def train_loop(
                 (config.eval_every and done % config.eval_every == 0) or done == total)
             do_save = (config.save_every and done % config.save_every == 0) or done == total
             if do_log or do_eval or do_save:
-                bad = int(jax.device_get(state.nonfinite_step))
+                bad = int(to_host(state.nonfinite_step))
                 if bad >= 0:
                     ckpt.wait()
                     writer.write(bad, "train", {"nonfinite": 1.0})
                     raise NonFiniteError(bad, ckpt.latest_step())
             if do_log:
-                sums = jax.device_get(acc)
+                sums = to_host(acc)
                 now = time.perf_counter()
                 train_metrics = summarize_metrics(sums)
                 train_metrics["tokens_per_sec"] = float(sums["count"]) / max(now - window_start,

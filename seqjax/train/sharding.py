@@ -20,6 +20,7 @@ from seqjax.typing import PyTree
 
 __all__ = [
     "DATA_AXIS",
+    "to_host",
     "batch_sharding",
     "make_mesh",
     "place_state",
@@ -161,3 +162,30 @@ def constrain_state(state: PyTree, mesh: Mesh | None) -> PyTree:
     if mesh is None:
         return state
     return jax.lax.with_sharding_constraint(state, state_shardings(state, mesh))
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """Fetches replicated or fully addressable arrays to NumPy, on one or many hosts.
+
+    ``jax.device_get`` refuses arrays that span other processes; a replicated one (a
+    parameter, a metric sum) is read from this process's first local copy instead.
+
+    Args:
+      tree: a pytree of arrays.
+
+    Returns:
+      The same pytree of NumPy arrays.
+
+    Raises:
+      ValueError: an array that is sharded across processes (it has no complete local copy).
+    """
+
+    def fetch(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            if not x.is_fully_replicated:
+                raise ValueError(f"cannot fetch an array of shape {x.shape} sharded across "
+                                 f"processes to one host")
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(jax.device_get(x))
+
+    return jax.tree.map(fetch, tree)

@@ -23,6 +23,7 @@ class MetricWriter:
       workdir: the run directory (must exist).
       resume_step: drop JSONL records with ``step > resume_step``; None keeps everything.
       tensorboard: also write TensorBoard events (needs ``tensorboardX``).
+      active: False makes every call a no-op (the other processes of a multi-host run).
 
     Raises:
       FileNotFoundError: ``workdir`` does not exist.
@@ -36,11 +37,14 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None,
-                 tensorboard: bool = True):
+                 tensorboard: bool = True, active: bool = True):
         workdir = os.fspath(workdir)
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self._file = self._tb = None
+        if not active:
+            return
         if not os.path.isdir(workdir):
             raise FileNotFoundError(f"run directory {workdir!r} does not exist")
-        self.path = os.path.join(workdir, "metrics.jsonl")
         if resume_step is not None and os.path.exists(self.path):
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
             tmp = self.path + ".tmp"
@@ -49,7 +53,6 @@ class MetricWriter:
                     f.write(json.dumps(r) + "\n")
             os.replace(tmp, self.path)
         self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
-        self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
@@ -57,6 +60,8 @@ class MetricWriter:
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         """Records scalar ``metrics`` of ``split`` (e.g. ``"train"``, ``"eval"``) at ``step``."""
+        if self._file is None:
+            return
         record = {"step": int(step), "split": split}
         for k, v in metrics.items():
             v = float(v)
@@ -68,15 +73,19 @@ class MetricWriter:
 
     def flush(self) -> None:
         """Flushes both outputs."""
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
         if self._tb is not None:
             self._tb.flush()
 
     def close(self) -> None:
         """Flushes and closes both outputs."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
