@@ -121,6 +121,11 @@ def log_slope(norms_by_distance: np.ndarray) -> float:
     return float(np.polyfit(k[ok], np.log10(y[ok]), 1)[0])
 
 
+# (label, cell, forget bias)
+MODELS = (("rnn", "rnn", 1.0), ("lstm (forget bias 1)", "lstm", 1.0),
+          ("lstm (forget bias 0)", "lstm", 0.0), ("gru", "gru", 1.0))
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowConfig:
     """Configuration of the gradient-flow experiment.
@@ -135,6 +140,7 @@ class FlowConfig:
         would hide the gradient's scale).
       explode_clip: clipping threshold of the clipped part-B run.
       budget: parameter budget of every model.
+      models: ``(label, cell, forget_bias)`` of the models of part A.
     """
 
     length: int = 100
@@ -145,14 +151,10 @@ class FlowConfig:
     explode_lr: float = 0.05
     explode_clip: float = 1.0
     budget: int = lr.Config.budget
+    models: tuple[tuple[str, str, float], ...] = MODELS
 
 
 QUICK = FlowConfig(length=100, train_steps=1500, probe_size=100, explode_steps=500)
-
-# (label, cell, forget bias)
-MODELS = (("rnn", "rnn", 1.0), ("lstm (forget bias 1)", "lstm", 1.0),
-          ("lstm (forget bias 0)", "lstm", 0.0), ("gru", "gru", 1.0))
-
 
 def _profile(fitted: lr.Fit | None, config: lr.Config, probe) -> dict[str, list[float]]:
     if fitted is None:
@@ -184,7 +186,7 @@ def run(cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR,
     t0 = time.perf_counter()
     probe = lr.make_batch("adding", jax.random.key(777), cfg.probe_size, cfg.length)
     part_a = []
-    for label, cell, fb in MODELS:
+    for label, cell, fb in cfg.models:
         conf = lr.Config(task="adding", cell=cell, length=cfg.length, steps=cfg.train_steps,
                          forget_bias=fb, budget=cfg.budget, eval_every=cfg.train_steps)
         at_init = _profile(None, conf, probe)

@@ -150,11 +150,20 @@ def canonical_cell(name: str) -> str:
                      f"{VARIANTS}")
 
 
-def _scaled(init: Callable[..., jax.Array], scale: float) -> Callable[..., jax.Array]:
-    def scaled_init(key, shape, dtype=jnp.float32):
-        return init(key, shape, dtype) * jnp.asarray(scale, dtype)
+@dataclasses.dataclass(frozen=True)
+class ScaledInit:
+    """An initializer times a constant; hashable by value, so equal cells share compilations.
 
-    return scaled_init
+    Attributes:
+      init: the base initializer ``(key, shape, dtype) -> array``.
+      scale: the multiplier.
+    """
+
+    init: Callable[..., jax.Array]
+    scale: float
+
+    def __call__(self, key, shape, dtype=jnp.float32):
+        return self.init(key, shape, dtype) * jnp.asarray(self.scale, dtype)
 
 
 def make_cell(name: str, hidden: int, *, forget_bias: float = 1.0,
@@ -179,8 +188,8 @@ def make_cell(name: str, hidden: int, *, forget_bias: float = 1.0,
     if init_scale != 1.0:
         from seqjax.cells.base import glorot_uniform, orthogonal
 
-        kw = dict(kernel_init=_scaled(glorot_uniform, init_scale),
-                  recurrent_init=_scaled(orthogonal, init_scale))
+        kw = dict(kernel_init=ScaledInit(glorot_uniform, init_scale),
+                  recurrent_init=ScaledInit(orthogonal, init_scale))
     if name == "rnn":
         return seqjax.SimpleRNN(hidden_size=hidden, **kw)
     if name == "gru":

@@ -11,7 +11,9 @@ import pytest
 
 import seqjax
 from experiments import gradient_flow as gf
+from experiments import init_sensitivity as ins
 from experiments import long_range as lr
+from experiments import variants as va
 
 
 def _closed_form_count(name: str, H: int, I: int, O: int) -> int:
@@ -70,34 +72,41 @@ def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+# The CLI tests use the shapes of test_variants_tiny_run, so the compilations are shared.
 def test_cli_adding_prints_json(capsys, tmp_path):
-    lr.main(["--task", "adding", "--cell", "gru", "--length", "5", "--steps", "4",
-             "--hidden", "3", "--eval-every", "2", "--test-size", "8",
-             "--workdir", str(tmp_path)])
+    lr.main(["--task", "adding", "--cell", "peephole", "--length", "4", "--steps", "2",
+             "--hidden", "3", "--workdir", str(tmp_path)])
     r = _last_json(capsys.readouterr().out)
     for key in ("task", "cell", "length", "steps", "test_mse", "baseline", "solved", "params",
                 "wall_s"):
         assert key in r
-    assert (r["task"], r["cell"], r["length"], r["steps"]) == ("adding", "gru", 5, 4)
+    assert (r["task"], r["cell"], r["length"], r["steps"]) == ("adding", "V", 4, 2)
     assert r["baseline"] == pytest.approx(1 / 6)
-    assert r["params"] == _closed_form_count("gru", 3, 2, 1)
+    assert r["params"] == _closed_form_count("V", 3, 2, 1)
     assert np.isfinite(r["test_mse"])
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["test_mse"] == r["test_mse"]
-    assert len(json.loads((tmp_path / "history.json").read_text())) == 2
+    assert json.loads((tmp_path / "history.json").read_text())[-1]["step"] == 2
 
 
 def test_cli_copy_prints_json(capsys):
-    lr.main(["--task", "copy", "--cell", "cifg", "--length", "3", "--steps", "2",
-             "--hidden", "4", "--test-size", "8", "--clip-norm", "0"])
+    lr.main(["--task", "copy", "--cell", "nfg", "--length", "2", "--steps", "2",
+             "--hidden", "3"])
     r = _last_json(capsys.readouterr().out)
     for key in ("task", "cell", "length", "steps", "test_xent", "recall_accuracy", "baseline"):
         assert key in r
-    assert r["cell"] == "CIFG" and r["config"]["clip_norm"] is None
-    assert r["baseline"] == pytest.approx(10 * np.log(8) / 23)
+    assert r["cell"] == "NFG" and r["hidden"] == 3
+    assert r["baseline"] == pytest.approx(10 * np.log(8) / 22)
     assert 0.0 <= r["recall_accuracy"] <= 1.0
     # An untrained model is near the uniform over 9 outputs, far above the baseline.
     assert r["test_xent"] > r["baseline"]
+
+
+def test_cli_clip_zero_means_no_clipping():
+    ns = lr._parser().parse_args(["--clip-norm", "0"])
+    assert ns.clip_norm == 0.0  # main() maps 0 to None (no clipping)
+    with pytest.raises(ValueError, match="clip_norm"):
+        lr.Config(clip_norm=-1.0)
 
 
 def test_cli_rejects_bad_arguments(capsys):
@@ -170,3 +179,60 @@ def test_log_slope():
     assert gf.log_slope(10.0 ** (-0.02 * np.arange(50))) == pytest.approx(-0.02)
     assert gf.log_slope(np.array([1.0, 0.0, 0.01])) == pytest.approx(-1.0)  # zero dropped
     assert np.isnan(gf.log_slope(np.array([1.0])))
+
+
+# -- the sweep commands on tiny configs -------------------------------------------------------
+
+def test_gradient_flow_tiny_run(tmp_path):
+    cfg = gf.FlowConfig(length=5, train_steps=4, probe_size=3, explode_steps=4, budget=200,
+                        models=(("lstm fb 0", "lstm", 0.0),))
+    p = gf.run(cfg, quick=True, out_dir=tmp_path, log=lambda s: None)
+    assert [r["label"] for r in p["part_a"]] == ["lstm fb 0"]
+    for r in p["part_a"]:
+        assert len(r["init"]["h"]) == len(r["trained"]["h"]) == 5
+        assert r["slope_init"] == pytest.approx(gf.log_slope(np.asarray(r["init"]["h"])))
+    assert "slope_init_c" in p["part_a"][0] and "init_profile" in p["part_b"]
+    assert [r["clip_norm"] for r in p["part_b"]["runs"]] == [None, 1.0]
+    assert len(p["part_b"]["runs"][0]["grad_norms"]) == 4
+    for ext in ("json", "md", "png"):
+        assert (tmp_path / f"gradient_flow_quick.{ext}").stat().st_size > 0
+    assert "--quick" in (tmp_path / "gradient_flow_quick.md").read_text()
+
+
+def test_init_sensitivity_tiny_run(tmp_path):
+    cfg = ins.SensitivityConfig(cells=("gru",), scales=(0.5, 2.0), seeds=(0, 1), length=4,
+                                steps=3, budget=150)
+    p = ins.run(cfg, quick=False, out_dir=tmp_path, log=lambda s: None)
+    assert len(p["runs"]) == 4
+    assert [(s["cell"], s["init_scale"], s["n"]) for s in p["summary"]] == [
+        ("gru", 0.5, 2), ("gru", 2.0, 2)]
+    mses = [r["test_mse"] for r in p["runs"][:2]]
+    assert p["summary"][0]["median"] == pytest.approx(np.median(mses))
+    assert (tmp_path / "init_sensitivity.png").exists()
+    assert json.loads((tmp_path / "init_sensitivity.json").read_text())["runs"] == p["runs"]
+
+
+def test_variants_tiny_run(tmp_path):
+    cfg = va.VariantsConfig(variants=("V", "NFG"), seeds=(0,), hidden=3, adding_length=4,
+                            adding_steps=2, copy_length=2, copy_steps=2)
+    p = va.run(cfg, quick=True, out_dir=tmp_path, log=lambda s: None)
+    assert {r["cell"] for r in p["ranking"]} == {"V", "NFG"}
+    assert sorted(r["adding_rank"] for r in p["ranking"]) == [1, 2]
+    md = (tmp_path / "variants_quick.md").read_text()
+    assert "| NFG |" in md and "0.0036 (5)" in md
+    assert (tmp_path / "variants_quick.png").exists()
+
+
+def test_variant_ranking_and_separation():
+    runs = []
+    for cell, vals in {"V": [0.3, 0.2, 0.4], "NIG": [0.5, 0.6, 0.7],
+                       "CIFG": [0.01, 0.02, 0.3]}.items():
+        for v in vals:
+            runs.append({"task": "adding", "cell": cell, "test_mse": v, "params": 1})
+    table = va.rank(runs)
+    assert [r["cell"] for r in table] == ["CIFG", "V", "NIG"]
+    by = {r["cell"]: r for r in table}
+    assert by["NIG"]["adding_vs_V"] == 1 and by["CIFG"]["adding_vs_V"] == 0
+    assert by["CIFG"]["adding_median"] == pytest.approx(0.02)
+    assert va.separated([0.0, 0.1], [0.2, 0.3]) == -1
+    assert va.separated([np.nan, 0.1], [0.2, 0.3]) == 0
