@@ -452,6 +452,36 @@ def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
         [3, 6, 9, 12, 15]
 
 
+def test_checkpointer_keeps_last_k_plus_best_across_reopen(tmp_path):
+    opt = optax.sgd(0.1)
+    state = train.TrainState.create({"w": jnp.zeros(3)}, opt)
+    losses = {1: 3.0, 2: 0.5, 3: 2.0, 4: 1.0, 5: 4.0, 6: None}
+    ckpt = train.Checkpointer(tmp_path / "min", keep=2, keep_best=1, async_save=False)
+    for step, loss in losses.items():
+        ckpt.save(state.replace(params={"w": jnp.full(3, float(step))}), step=step,
+                  metrics=None if loss is None else {"loss": loss})
+    assert ckpt.all_steps() == [2, 5, 6]  # last 2, plus the lowest loss
+    assert not ckpt.save(state, step=6)  # an existing step is never overwritten
+    ckpt.close()
+    ckpt = train.Checkpointer(tmp_path / "min", keep=2, keep_best=1, async_save=False)
+    assert ckpt.best_step() == 2
+    restored, step = ckpt.restore(state, step=2)
+    np.testing.assert_array_equal(restored.params["w"], np.full(3, 2.0))
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint step 3 .*available: \[2, 5, 6\]"):
+        ckpt.restore(state, step=3)
+    ckpt.save(state, step=7, metrics={"loss": 5.0})  # saving again keeps the best
+    assert ckpt.all_steps() == [2, 6, 7]
+    ckpt.close()
+    ckpt = train.Checkpointer(tmp_path / "max", keep=1, keep_best=2, best_mode="max",
+                              best_metric="accuracy", async_save=False)
+    for step, acc in {1: 0.9, 2: 0.1, 3: 0.95, 4: 0.2}.items():
+        ckpt.save(state, step=step, metrics={"accuracy": acc})
+    assert ckpt.all_steps() == [1, 3, 4] and ckpt.best_step() == 3
+    ckpt.close()
+    with pytest.raises(ValueError, match="best_mode must be"):
+        train.Checkpointer(tmp_path / "bad", best_mode="lowest")
+
+
 def _corrupt(step_dir: str) -> None:
     data = os.path.join(step_dir, "state", "d")
     for name in os.listdir(data):
@@ -630,6 +660,7 @@ def test_sigkill_mid_save_then_resume_is_bit_identical(tmp_path, reference_run):
     info = _last_json(resumed.stdout)
     assert info == {"resumed_from": 3, "final_step": 12}
     assert "resuming from checkpoint step 3" in resumed.stdout
+    assert "== TinyConfig ==" in resumed.stdout and "hidden_size" in resumed.stdout
     final = _load(os.path.join(workdir, "final_params.npz"))
     assert final.keys() == uninterrupted.keys()
     for k in final:

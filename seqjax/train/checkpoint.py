@@ -298,8 +298,11 @@ class Checkpointer:
     def _quarantine(self, step: int) -> str:
         src = os.path.join(self.directory, str(step))
         dst_root = os.path.join(os.path.dirname(self.directory), "corrupt_checkpoints")
-        os.makedirs(dst_root, exist_ok=True)
+        if jax.process_index() == 0:
+            os.makedirs(dst_root, exist_ok=True)
         dst = os.path.join(dst_root, f"{step}-{int(time.time())}")
+        if jax.process_index() != 0:
+            return dst  # process 0 moves it; the others just skip the step
         shutil.move(src, dst)
         self._manager.close()
         self._open()
