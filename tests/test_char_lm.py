@@ -1,0 +1,135 @@
+"""Smoke runs of experiments/char_lm.py: train, checkpoint, exact resume, generate, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import char_lm
+
+TINY = dict(layers=1, hidden=8, embed=4, seq_len=8, batch_size=4, total_steps=12,
+            warmup_steps=0, learning_rate=3e-2, schedule="constant", log_every=1, eval_every=6,
+            save_every=6, progress=False, async_checkpointing=False)
+# every regulariser on, so the resume check also covers their per-step randomness
+REGULARISED = dict(dropout=0.1, input_dropout=0.1, recurrent_dropout=0.1, zoneout_h=0.1,
+                   zoneout_c=0.2, weight_drop=0.1)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    words = ["to", "be", "or", "not", "that", "is", "the", "question", "whether", "tis"]
+    lines = [" ".join(rng.choice(words, size=6)) for _ in range(150)]
+    path = tmp_path_factory.mktemp("data") / "tiny.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, text_file):
+    """A 12-step run through the command line, every regulariser on: checkpoints at 6, 12."""
+    workdir = str(tmp_path_factory.mktemp("runs") / "lm")
+    argv = ["train", "--workdir", workdir, "--data", text_file, "--steps", "12",
+            "--checkpoint-every", "6", "--seed", "1", "--layers", "1", "--hidden", "8"]
+    for k, v in {**TINY, **REGULARISED}.items():
+        if k not in ("layers", "hidden", "total_steps", "save_every"):
+            argv += [f"--{k.replace('_', '-')}", str(v)]
+    char_lm.main(argv)
+    return workdir
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_train_writes_run_directory_and_loss_goes_down(trained):
+    files = set(os.listdir(trained))
+    assert {"config.json", "vocab.json", "results.json", "metrics.jsonl", "timeline.jsonl",
+            "learning_curves.png", "checkpoints", "tensorboard"} <= files
+    assert sorted(int(s) for s in os.listdir(os.path.join(trained, "checkpoints"))
+                  if s.isdigit()) == [6, 12]
+    train = [r for r in read_jsonl(os.path.join(trained, "metrics.jsonl"))
+             if r["split"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"] - 0.15
+    evals = [r for r in read_jsonl(os.path.join(trained, "metrics.jsonl"))
+             if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [6, 12] and evals[1]["loss"] < evals[0]["loss"]
+    res = json.load(open(os.path.join(trained, "results.json")))
+    vocab = char_lm.load_vocab(trained)
+    assert res["step"] == 12 and res["vocab_size"] == vocab.size
+    # bits are nats / ln 2, and the model beats the uniform distribution over the vocabulary
+    assert res["val_bits_per_char"] == pytest.approx(res["val_loss_nats"] / np.log(2), rel=1e-5)
+    assert res["val_loss_nats"] < np.log(vocab.size)
+    config = char_lm.saved_config(trained)
+    assert (config.total_steps, config.save_every, config.seed, config.hidden) == (12, 6, 1, 8)
+
+
+def test_generate_from_the_run(trained, capsys):
+    model = char_lm.restore(trained)
+    assert model.step == 12
+    texts, timing = char_lm.sample(model, "to be", 25, samples=3, temperature=1.0, top_k=5,
+                                   seed=0)
+    assert len(texts) == 3 and all(len(t) == 25 for t in texts)
+    assert all(set(t) <= set(model.vocab.symbols) for t in texts)
+    assert timing["tokens_per_sec"] > 0
+    again, _ = char_lm.sample(model, "to be", 25, samples=3, temperature=1.0, top_k=5, seed=0)
+    assert again == texts  # seeded
+    char_lm.main(["generate", "--workdir", trained, "--prompt", "or not", "--length", "30",
+                  "--temperature", "0"])
+    out, err = capsys.readouterr()
+    assert out.startswith("or not") and len(out.rstrip("\n")) >= len("or not") + 30 - 5
+    assert "characters/s" in err
+
+
+def test_resume_is_exact_with_regularisation(tmp_path, trained):
+    """6 steps, stop, rerun to 12 == the 12 steps straight of ``trained`` (dropout, zoneout
+    and weight-drop masks come from fold_in(step), data from the step number)."""
+    config = char_lm.saved_config(trained)
+    assert config.zoneout_c == REGULARISED["zoneout_c"] and config.weight_drop > 0
+    resumed = tmp_path / "resumed"
+    char_lm.train_and_evaluate(dataclasses.replace(config, total_steps=6), str(resumed),
+                               verbose=False)
+    res = char_lm.train_and_evaluate(config, str(resumed), verbose=False)
+    assert res["resumed_from"] == 6
+    a, b = char_lm.restore(trained), char_lm.restore(str(resumed))
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the timeline keeps one record per evaluation across the two sessions
+    steps = [r["step"] for r in read_jsonl(str(resumed / "timeline.jsonl"))]
+    assert steps == [6, 12]
+
+
+def test_config_from_args_resumes_saved_config(trained):
+    config, workdir = char_lm.config_from_args(["--workdir", trained, "--steps", "20"])
+    assert workdir == trained and config.total_steps == 20 and config.hidden == 8
+    config, _ = char_lm.config_from_args(["--workdir", trained + "_new", "--quick",
+                                          "--learning-rate", "1e-3", "--zoneout-c", "0.5"])
+    assert (config.hidden, config.learning_rate, config.zoneout_c) == (
+        char_lm.QUICK["hidden"], 1e-3, 0.5)
+
+
+def test_bad_arguments(tmp_path, text_file):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        char_lm.main(["train", "--workdir", str(tmp_path / "a"), "--data",
+                      str(tmp_path / "missing.txt")])
+    with pytest.raises(ValueError, match="proj"):
+        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "gru",
+                                  "--proj", "4"])
+    with pytest.raises(ValueError, match="zoneout-c"):
+        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "rnn",
+                                  "--zoneout-c", "0.5"])
+    with pytest.raises(ValueError, match="unknown config key 'hiden'"):
+        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--hiden", "4"])
+    with pytest.raises(SystemExit):
+        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "transformer"])
+    small = char_lm.CharLMConfig(data=text_file, **{**TINY, "batch_size": 64, "seq_len": 200})
+    with pytest.raises(ValueError, match="needs at least"):
+        char_lm.train_and_evaluate(small, str(tmp_path / "c"), verbose=False)
+    with pytest.raises(FileNotFoundError, match="train a model there first"):
+        char_lm.restore(str(tmp_path / "nothing"))
