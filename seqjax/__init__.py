@@ -36,6 +36,14 @@ from seqjax.combinators import (
     bidirectional,
     stack,
 )
+from seqjax.regularization import (
+    VariationalDropout,
+    WeightDrop,
+    Zoneout,
+    variational_dropout,
+    weight_drop,
+    zoneout,
+)
 from seqjax.scan import scan
 
 __version__ = "0.1.0"
@@ -72,4 +80,10 @@ __all__ = [
     "cell_to_config",
     "scan",
     "stack",
+    "VariationalDropout",
+    "WeightDrop",
+    "Zoneout",
+    "variational_dropout",
+    "weight_drop",
+    "zoneout",
 ]
