@@ -9,7 +9,7 @@ Two tasks, both learnable in a few dozen steps by an LSTM with 8 units:
 
 Worker usage (see the subprocess tests in tests/test_train.py)::
 
-    python tests/_train_worker.py run WORKDIR [--kill_at_step K] [--task lm|stream] [overrides]
+    python tests/_train_worker.py run WORKDIR [--kill_at_step K]  # K: die committing save K [--task lm|stream] [overrides]
     python tests/_train_worker.py devices OUTDIR      # needs 8 host devices via XLA_FLAGS
 """
 
@@ -138,13 +138,24 @@ def flat_params(tree) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in flat}
 
 
-def _kill_hook(step_to_kill: int):
-    def hook(step, state):
-        if step == step_to_kill:
-            # The save of this step was just started asynchronously: die in the middle of it.
-            os.kill(os.getpid(), signal.SIGKILL)
+def _die_while_committing(step_to_kill: int) -> None:
+    """SIGKILLs this process inside Orbax's commit of checkpoint ``step_to_kill``.
 
-    return hook
+    The background save has written every array and metadata file into
+    ``<step>.orbax-checkpoint-tmp`` but not yet renamed it: the worst moment to die, as the
+    directory looks complete. Patching Orbax's finalize (test-only) makes the moment
+    deterministic instead of a race with the background thread.
+    """
+    from orbax.checkpoint._src.path import atomicity
+
+    original = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self, *args, **kwargs):
+        if self._final_path.name == str(step_to_kill):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return await original(self, *args, **kwargs)
+
+    atomicity.AtomicRenameTemporaryPath.finalize = finalize
 
 
 def main(argv: list[str]) -> None:
@@ -157,8 +168,9 @@ def main(argv: list[str]) -> None:
             kill_at = int(rest[i + 1])
             rest = rest[:i] + rest[i + 2:]
         config = train.parse_config(TinyConfig, rest)
-        hooks = [_kill_hook(kill_at)] if kill_at is not None else []
-        result = run(config, target, hooks=hooks, verbose=True)
+        if kill_at is not None:
+            _die_while_committing(kill_at)
+        result = run(config, target, verbose=True)
         np.savez(os.path.join(target, "final_params.npz"), **flat_params(result.state.params))
         print(json.dumps({"resumed_from": result.resumed_from,
                           "final_step": int(result.state.step)}))
