@@ -9,8 +9,10 @@ Two tasks, both learnable in a few dozen steps by an LSTM with 8 units:
 
 Worker usage (see the subprocess tests in tests/test_train.py)::
 
-    python tests/_train_worker.py run WORKDIR [--kill_at_step K]  # K: die committing save K [--task lm|stream] [overrides]
+    python tests/_train_worker.py run WORKDIR [--kill_at_step K] [--task lm|stream] [overrides]
     python tests/_train_worker.py devices OUTDIR      # needs 8 host devices via XLA_FLAGS
+
+``--kill_at_step K`` SIGKILLs the process while the save of step K is committing.
 """
 
 from __future__ import annotations
