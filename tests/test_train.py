@@ -412,12 +412,32 @@ def test_config_errors_are_clear():
 # --------------------------------------------------------------------------- the loop
 
 
+def _tensorboard_scalars(directory: str) -> dict[tuple[int, str], float]:
+    """Reads scalar summaries from tensorboardX event files (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        i = 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out[(event.step, v.tag)] = v.simple_value
+    return out
+
+
 def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
     workdir, result, final = reference_run
     files = set(os.listdir(workdir))
     assert {"config.json", "metrics.jsonl", "tensorboard", "checkpoints",
             "learning_curves.png"} <= files
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(f"{workdir}/tensorboard"))
     with open(f"{workdir}/learning_curves.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(f"{workdir}/config.json") as f:
@@ -428,6 +448,9 @@ def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
     assert train_steps == [3, 6, 9, 12] and sorted(evals) == [6, 12]
     assert all(r["tokens_per_sec"] > 0 and r["learning_rate"] == 0.05
                for r in records if r["split"] == "train")
+    scalars = _tensorboard_scalars(f"{workdir}/tensorboard")
+    for r in records:
+        assert scalars[(r["step"], f"{r['split']}/loss")] == pytest.approx(r["loss"], rel=1e-6)
     first, last = records[0]["loss"], [r for r in records if r["split"] == "train"][-1]["loss"]
     assert last < first
     assert result.eval_metrics["loss"] == pytest.approx(evals[12])
