@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import seqjax
 from seqjax import train
@@ -237,6 +239,23 @@ def test_summarize_metrics_and_bad_loss_outputs():
         bad(state, {})
 
 
+def test_evaluate_weights_batches_by_count_and_shard_batch_checks_sizes():
+    rng = np.random.default_rng(1)
+    w = jnp.asarray(rng.normal(size=(3,)), jnp.float32)
+    batches = [{"x": rng.normal(size=(n, 3)).astype(np.float32),
+                "y": rng.normal(size=(n,)).astype(np.float32)} for n in (3, 5)]
+    mesh = train.make_mesh()
+    got = train.evaluate(train.make_eval_step(_quadratic_loss), {"w": w}, batches, mesh)
+    x = np.concatenate([b["x"] for b in batches])
+    y = np.concatenate([b["y"] for b in batches])
+    want = np.mean((x @ np.asarray(w) - y) ** 2)  # the mean over all 8 examples, not of means
+    assert got["loss"] == pytest.approx(want, rel=1e-5) and got["count"] == 8.0
+    with pytest.raises(ValueError, match="yielded no batches"):
+        train.evaluate(train.make_eval_step(_quadratic_loss), {"w": w}, [], mesh)
+    with pytest.raises(ValueError, match=r"share the leading \(batch\) size, got sizes \[2, 3\]"):
+        train.shard_batch({"a": np.zeros((2, 1)), "b": np.zeros((3,))}, mesh)
+
+
 # --------------------------------------------------------------------------- TBPTT
 
 
@@ -388,6 +407,18 @@ def test_config_overrides_types_and_round_trip():
     lines = dict(line.split(": ", 1) for line in train.format_config(cfg).splitlines())
     assert lines["model.hidden_size".ljust(len(max(lines, key=len)))] == "16"
     assert train.config_diff(train.config_to_dict(_Cfg()), d)["model.hidden_size"] == (8, 16)
+
+
+@given(total_steps=st.integers(0, 10**9), lr=st.floats(1e-9, 10.0), flag=st.booleans(),
+       sizes=st.lists(st.integers(-50, 50), max_size=4), name=st.text(
+           st.characters(categories=("L", "N")), min_size=1, max_size=8))
+def test_config_override_round_trip_property(total_steps, lr, flag, sizes, name):
+    argv = [f"--total_steps={total_steps}", "--learning_rate", repr(lr),
+            "--progress", str(flag).lower(), f"--sizes={json.dumps(sizes)}", "--name", name]
+    cfg = train.parse_config(_Cfg, argv)
+    assert (cfg.total_steps, cfg.learning_rate, cfg.progress, cfg.sizes, cfg.name) == \
+        (total_steps, lr, flag, tuple(sizes), name)
+    assert train.config_from_dict(_Cfg, json.loads(json.dumps(train.config_to_dict(cfg)))) == cfg
 
 
 def test_config_errors_are_clear():
