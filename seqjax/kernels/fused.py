@@ -69,6 +69,12 @@ def unsupported_reason(cell: Cell) -> str | None:
 # -- elementwise step math (mirrors the cells' step methods) ------------------------------------
 
 
+def _sigmoid(x: Array) -> Array:
+    # sigma(x) = (1 + tanh(x / 2)) / 2: XLA:CPU's tanh is a vectorised rational approximation,
+    # measurably faster inside the loop than the exp-and-divide expansion of lax.logistic.
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
+
+
 def _lstm_point(cell: LSTM, a: Array, c_prev: Array, peep: Array | None) -> tuple[Array, Array]:
     """LSTM gate math from pre-activations ``a [B, G*H]``: returns ``(c, h)`` before projection."""
     H = cell.hidden_size
@@ -81,7 +87,7 @@ def _lstm_point(cell: LSTM, a: Array, c_prev: Array, peep: Array | None) -> tupl
         pre = blocks[name]
         if name in pw:
             pre = pre + pw[name] * c_seen
-        return jax.nn.sigmoid(pre)
+        return _sigmoid(pre)
 
     f = gate("f", c_prev) if cell.forget_gate else None
     if cell.coupled:
@@ -101,11 +107,69 @@ def _lstm_point(cell: LSTM, a: Array, c_prev: Array, peep: Array | None) -> tupl
     return c, h
 
 
+def _lstm_consts(cell: LSTM, dtype) -> tuple[Array, Array]:
+    """Per-column ``alpha, gamma`` with ``act = alpha * tanh(alpha * a) + gamma`` (see below)."""
+    H, layout = cell.hidden_size, cell.gate_layout
+    alpha = jnp.repeat(jnp.asarray([0.5 if n != "g" else 1.0 for n in layout], dtype), H)
+    gamma = jnp.repeat(jnp.asarray([0.5 if n != "g" else 0.0 for n in layout], dtype), H)
+    return alpha, gamma
+
+
+def _lstm_act_all(cell: LSTM, a: Array) -> Array:
+    """Gate activations of ``a [B, G*H]`` with one tanh over the contiguous array."""
+    alpha, gamma = _lstm_consts(cell, a.dtype)
+    return alpha * jnp.tanh(alpha * a) + gamma
+
+
+def _lstm_fast_point(cell: LSTM, act_all: Array, c_prev: Array) -> tuple[Array, Array]:
+    """``(c, h)`` from saved activations (no peephole, no clip, tanh candidate)."""
+    H = cell.hidden_size
+    act = {n: act_all[..., k * H:(k + 1) * H] for k, n in enumerate(cell.gate_layout)}
+    f = act.get("f")
+    i = (1.0 - f) if cell.coupled else act.get("i")
+    g = act["g"]
+    c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
+    h = jnp.tanh(c) if cell.output_activation else c
+    o = act.get("o")
+    return c, (h if o is None else o * h)
+
+
+def _lstm_fast_bwd(cell: LSTM, act_all: Array, c_prev: Array, c: Array, dh: Array,
+                   dc: Array) -> tuple[Array, Array]:
+    """Hand-written VJP of :func:`_lstm_fast_point` o :func:`_lstm_act_all`.
+
+    Returns ``(da [B, G*H], dc_prev [B, H])`` given the gradients of ``h`` and ``c``; works on
+    contiguous ``[B, G*H]`` arrays so XLA emits few, vectorised loops per step.
+    """
+    H, layout = cell.hidden_size, cell.gate_layout
+    act = {n: act_all[..., k * H:(k + 1) * H] for k, n in enumerate(layout)}
+    f, o, g = act.get("f"), act.get("o"), act["g"]
+    i = (1.0 - f) if cell.coupled else act.get("i")
+    tc = jnp.tanh(c) if cell.output_activation else c
+    d = {}
+    if o is not None:
+        d["o"] = dh * tc
+        dtc = dh * o
+    else:
+        dtc = dh
+    dc_tot = dc + (dtc * (1.0 - tc * tc) if cell.output_activation else dtc)
+    d["g"] = dc_tot if i is None else dc_tot * i
+    if "i" in layout:
+        d["i"] = dc_tot * g
+    if f is not None:
+        d["f"] = dc_tot * (c_prev - g) if cell.coupled else dc_tot * c_prev
+    dc_prev = dc_tot if f is None else dc_tot * f
+    dact = jnp.concatenate([d[n] for n in layout], axis=-1)
+    alpha, gamma = _lstm_consts(cell, act_all.dtype)
+    t = (act_all - gamma) / alpha  # tanh(alpha * a)
+    return dact * (alpha * alpha) * (1.0 - t * t), dc_prev
+
+
 def _gru_after_point(xp: Array, rec: Array, h_prev: Array, b_hn: Array | None) -> Array:
     """GRU (reset after) update from ``xp, rec [B, 3H]`` and ``h_prev [B, H]``."""
     H = h_prev.shape[-1]
-    r = jax.nn.sigmoid(xp[..., :H] + rec[..., :H])
-    z = jax.nn.sigmoid(xp[..., H:2 * H] + rec[..., H:2 * H])
+    rz = _sigmoid(xp[..., :2 * H] + rec[..., :2 * H])
+    r, z = rz[..., :H], rz[..., H:]
     rec_n = rec[..., 2 * H:]
     if b_hn is not None:
         rec_n = rec_n + b_hn.astype(rec.dtype)
@@ -116,9 +180,8 @@ def _gru_after_point(xp: Array, rec: Array, h_prev: Array, b_hn: Array | None) -
 def _gru_gates(a_rz: Array, h_prev: Array) -> tuple[Array, Array]:
     """Classic GRU: ``(z, r * h_prev)`` from the ``r, z`` pre-activations ``a_rz [B, 2H]``."""
     H = h_prev.shape[-1]
-    r = jax.nn.sigmoid(a_rz[..., :H])
-    z = jax.nn.sigmoid(a_rz[..., H:])
-    return z, r * h_prev
+    rz = _sigmoid(a_rz)
+    return rz[..., H:], rz[..., :H] * h_prev
 
 
 def _gru_update(pre_n: Array, z: Array, h_prev: Array) -> Array:
@@ -166,7 +229,7 @@ def _outer_sum(x_TBm: Array, d_TBn: Array, cdt, out_dtype) -> Array:
 #   prepare(params) -> P            arrays the recurrence uses (pytree; its VJP maps dP back)
 #   state(carry) -> tuple           carry leaves, h first; carry(state, like) -> carry
 #   fwd_step(P, state, xp) -> (state, res)
-#   bwd_step(P, res, state_prev, xp, dstate) -> (dstate_prev, factors, dsmall)
+#   bwd_step(P, res, state_prev, state, xp, dstate) -> (dstate_prev, factors, dsmall)
 #   wgrad(P, states_prev, res, factors, dsmall, xps) -> (dP, dxps)
 # with ``needs_xp`` telling whether bwd_step/wgrad read the projected inputs (kept as residual).
 
@@ -185,30 +248,47 @@ class _LSTMSpec:
     def carry(self, state, like):
         return like._replace(h=state[0], c=state[1])
 
+    @property
+    def fast(self) -> bool:
+        """Hand-written gate backward from saved activations (no peephole, clip or NIAF)."""
+        c = self.cell
+        return not c.peephole and c.input_activation and c.cell_clip is None
+
     def fwd_step(self, P, state, xp):
         cell, (h, c) = self.cell, state
         acc = xp.dtype
         a = xp + matmul(h, P["w_hh"], cell.dtype, acc)
-        c_new, hh = _lstm_point(cell, a, c.astype(acc), P["peep"])
+        if self.fast:
+            act_all = _lstm_act_all(cell, a)
+            c_new, hh = _lstm_fast_point(cell, act_all, c.astype(acc))
+            saved = act_all
+        else:
+            c_new, hh = _lstm_point(cell, a, c.astype(acc), P["peep"])
+            saved = a
         if P["w_proj"] is not None:
             h_new = matmul(hh, P["w_proj"], cell.dtype, acc)
-            res = (a, hh)
+            res = (saved, hh)
         else:
-            h_new, res = hh, (a,)
+            h_new, res = hh, (saved,)
         return (h_new.astype(h.dtype), c_new.astype(c.dtype)), res
 
-    def bwd_step(self, P, res, state_prev, xp, dstate):
-        cell, a = self.cell, res[0]
-        acc = a.dtype
+    def bwd_step(self, P, res, state_prev, state, xp, dstate):
+        cell = self.cell
+        acc = res[0].dtype
         h_prev, c_prev = state_prev
         dh, dc = dstate
         if P["w_proj"] is not None:
             dhh = matmul(dh.astype(acc), _wt(P, "w_proj"), cell.dtype, acc)
         else:
             dhh = dh.astype(acc)
-        _, pull = jax.vjp(lambda a_, c_, p_: _lstm_point(cell, a_, c_, p_), a,
-                          c_prev.astype(acc), P["peep"])
-        da, dc_prev, dpeep = pull((dc.astype(acc), dhh))
+        if self.fast:
+            da, dc_prev = _lstm_fast_bwd(cell, res[0], c_prev.astype(acc), state[1].astype(acc),
+                                         dhh, dc.astype(acc))
+            dpeep = None
+        else:
+            _, pull = jax.vjp(lambda a_, c_, p_: _lstm_point(cell, a_, c_, p_), res[0],
+                              c_prev.astype(acc), P["peep"])
+            da, dc_prev, dpeep = pull((dc.astype(acc), dhh))
         dh_prev = matmul(da, _wt(P, "w_hh"), cell.dtype, acc)
         factors = (da, dh) if P["w_proj"] is not None else (da,)
         return (dh_prev.astype(h_prev.dtype), dc_prev.astype(c_prev.dtype)), factors, dpeep
@@ -243,7 +323,7 @@ class _GRUAfterSpec:
         h_new = _gru_after_point(xp, rec, h.astype(acc), P["b_hn"])
         return (h_new.astype(h.dtype),), (rec,)
 
-    def bwd_step(self, P, res, state_prev, xp, dstate):
+    def bwd_step(self, P, res, state_prev, state, xp, dstate):
         rec, h_prev = res[0], state_prev[0]
         acc = rec.dtype
         _, pull = jax.vjp(_gru_after_point, xp, rec, h_prev.astype(acc), P["b_hn"])
@@ -280,7 +360,7 @@ class _GRUClassicSpec:
         h_new = _gru_update(pre_n, z, h_prev)
         return (h_new.astype(h.dtype),), (a_rz, pre_n)
 
-    def bwd_step(self, P, res, state_prev, xp, dstate):
+    def bwd_step(self, P, res, state_prev, state, xp, dstate):
         cdt = self.cell.dtype
         a_rz, pre_n = res
         acc = a_rz.dtype
@@ -319,7 +399,7 @@ class _RNNSpec:
         a = xp + matmul(h, P["w_hh"], self.cell.dtype, xp.dtype)
         return (_ACTIVATIONS[self.cell.activation](a).astype(h.dtype),), (a,)
 
-    def bwd_step(self, P, res, state_prev, xp, dstate):
+    def bwd_step(self, P, res, state_prev, state, xp, dstate):
         a = res[0]
         _, pull = jax.vjp(_ACTIVATIONS[self.cell.activation], a)
         (da,) = pull(dstate[0].astype(a.dtype))
@@ -376,19 +456,20 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
     PT = _with_transposes(P)
 
     def body(dstate, inp):
-        r, sp, xp, dy, m = inp
+        r, sp, st, xp, dy, m = inp
         dstate = (dstate[0] + dy.astype(dstate[0].dtype),) + tuple(dstate[1:])
         d_in = dstate
         if m is not None:
             d_in = tuple(jnp.where(_bcast(m, d), d, jnp.zeros((), d.dtype)) for d in dstate)
-        dprev, factors, dsmall = spec.bwd_step(PT, r, sp, xp, d_in)
+        dprev, factors, dsmall = spec.bwd_step(PT, r, sp, st, xp, d_in)
         if m is not None:
             # a skipped step passes its carry gradient through; its own grads are zero
             dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate,
                                                                          strict=True))
         return dprev, (factors, dsmall)
 
-    dstate0, (factors, dsmall) = lax.scan(body, dfinal, (res, states_prev, xp_in, dhs, mask),
+    dstate0, (factors, dsmall) = lax.scan(body, dfinal,
+                                          (res, states_prev, states, xp_in, dhs, mask),
                                           reverse=True, unroll=unroll)
     dsmall = jax.tree_util.tree_map(lambda d: jnp.sum(d, axis=0), dsmall)
     dP, dxps = spec.wgrad(P, states_prev, res, factors, dsmall, xps)
