@@ -165,29 +165,6 @@ def _lstm_fast_bwd(cell: LSTM, act_all: Array, c_prev: Array, c: Array, dh: Arra
     return dact * (alpha * alpha) * (1.0 - t * t), dc_prev
 
 
-def _gru_after_point(xp: Array, rec: Array, h_prev: Array, b_hn: Array | None) -> Array:
-    """GRU (reset after) update from ``xp, rec [B, 3H]`` and ``h_prev [B, H]``."""
-    H = h_prev.shape[-1]
-    rz = _sigmoid(xp[..., :2 * H] + rec[..., :2 * H])
-    r, z = rz[..., :H], rz[..., H:]
-    rec_n = rec[..., 2 * H:]
-    if b_hn is not None:
-        rec_n = rec_n + b_hn.astype(rec.dtype)
-    n = jnp.tanh(xp[..., 2 * H:] + r * rec_n)
-    return (1.0 - z) * h_prev + z * n
-
-
-def _gru_gates(a_rz: Array, h_prev: Array) -> tuple[Array, Array]:
-    """Classic GRU: ``(z, r * h_prev)`` from the ``r, z`` pre-activations ``a_rz [B, 2H]``."""
-    H = h_prev.shape[-1]
-    rz = _sigmoid(a_rz)
-    return rz[..., H:], rz[..., :H] * h_prev
-
-
-def _gru_update(pre_n: Array, z: Array, h_prev: Array) -> Array:
-    return (1.0 - z) * h_prev + z * jnp.tanh(pre_n)
-
-
 def _t(w: Array) -> Array:
     return jnp.swapaxes(w, -1, -2)
 
@@ -304,8 +281,10 @@ class _LSTMSpec:
 
 @dataclasses.dataclass(frozen=True)
 class _GRUAfterSpec:
+    """GRU, reset after (cuDNN form). Saves ``r, z`` ``[B, 2H]``, ``n`` and ``U_n h + b_hn``."""
+
     cell: GRU
-    needs_xp = True
+    needs_xp = False
 
     def prepare(self, params):
         return dict(w_hh=params.w_hh, b_hn=params.b_hn)
@@ -317,19 +296,34 @@ class _GRUAfterSpec:
         return like._replace(h=state[0])
 
     def fwd_step(self, P, state, xp):
-        h = state[0]
+        H, h = self.cell.hidden_size, state[0]
         acc = xp.dtype
+        h_prev = h.astype(acc)
         rec = matmul(h, P["w_hh"], self.cell.dtype, acc)
-        h_new = _gru_after_point(xp, rec, h.astype(acc), P["b_hn"])
-        return (h_new.astype(h.dtype),), (rec,)
+        rz = _sigmoid(xp[..., :2 * H] + rec[..., :2 * H])
+        q = rec[..., 2 * H:]
+        if P["b_hn"] is not None:
+            q = q + P["b_hn"].astype(acc)
+        r, z = rz[..., :H], rz[..., H:]
+        n = jnp.tanh(xp[..., 2 * H:] + r * q)
+        h_new = (1.0 - z) * h_prev + z * n
+        return (h_new.astype(h.dtype),), (rz, n, q)
 
     def bwd_step(self, P, res, state_prev, state, xp, dstate):
-        rec, h_prev = res[0], state_prev[0]
-        acc = rec.dtype
-        _, pull = jax.vjp(_gru_after_point, xp, rec, h_prev.astype(acc), P["b_hn"])
-        dxp, drec, dh_direct, db_hn = pull(dstate[0].astype(acc))
-        dh_prev = dh_direct + matmul(drec, _wt(P, "w_hh"), self.cell.dtype, acc)
-        return (dh_prev.astype(h_prev.dtype),), (dxp, drec), db_hn
+        H = self.cell.hidden_size
+        rz, n, q = res
+        acc = rz.dtype
+        h_prev, dh = state_prev[0].astype(acc), dstate[0].astype(acc)
+        r, z = rz[..., :H], rz[..., H:]
+        dpre_n = dh * z * (1.0 - n * n)
+        dz = dh * (n - h_prev)
+        dr = dpre_n * q
+        da_rz = jnp.concatenate([dr, dz], axis=-1) * rz * (1.0 - rz)
+        drec = jnp.concatenate([da_rz, dpre_n * r], axis=-1)
+        dh_prev = dh * (1.0 - z) + matmul(drec, _wt(P, "w_hh"), self.cell.dtype, acc)
+        dxp = jnp.concatenate([da_rz, dpre_n], axis=-1)
+        db_hn = None if P["b_hn"] is None else jnp.sum(dpre_n * r, axis=0)
+        return (dh_prev.astype(state_prev[0].dtype),), (dxp, drec), db_hn
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
         dxp, drec = factors
@@ -340,6 +334,8 @@ class _GRUAfterSpec:
 
 @dataclasses.dataclass(frozen=True)
 class _GRUClassicSpec:
+    """GRU, reset before (two recurrent matmuls per step). Saves ``r, z`` and ``n``."""
+
     cell: GRU
     needs_xp = False
 
@@ -354,30 +350,29 @@ class _GRUClassicSpec:
         cdt, H, h = self.cell.dtype, self.cell.hidden_size, state[0]
         acc = xp.dtype
         h_prev = h.astype(acc)
-        a_rz = xp[..., :2 * H] + matmul(h, P["w_rz"], cdt, acc)
-        z, u = _gru_gates(a_rz, h_prev)
-        pre_n = xp[..., 2 * H:] + matmul(u, P["w_n"], cdt, acc)
-        h_new = _gru_update(pre_n, z, h_prev)
-        return (h_new.astype(h.dtype),), (a_rz, pre_n)
+        rz = _sigmoid(xp[..., :2 * H] + matmul(h, P["w_rz"], cdt, acc))
+        r, z = rz[..., :H], rz[..., H:]
+        n = jnp.tanh(xp[..., 2 * H:] + matmul(r * h_prev, P["w_n"], cdt, acc))
+        h_new = (1.0 - z) * h_prev + z * n
+        return (h_new.astype(h.dtype),), (rz, n)
 
     def bwd_step(self, P, res, state_prev, state, xp, dstate):
-        cdt = self.cell.dtype
-        a_rz, pre_n = res
-        acc = a_rz.dtype
-        h_prev = state_prev[0].astype(acc)
-        (z, u), pull_gates = jax.vjp(_gru_gates, a_rz, h_prev)
-        _, pull_update = jax.vjp(_gru_update, pre_n, z, h_prev)
-        dpre_n, dz, dh1 = pull_update(dstate[0].astype(acc))
+        cdt, H = self.cell.dtype, self.cell.hidden_size
+        rz, n = res
+        acc = rz.dtype
+        h_prev, dh = state_prev[0].astype(acc), dstate[0].astype(acc)
+        r, z = rz[..., :H], rz[..., H:]
+        dpre_n = dh * z * (1.0 - n * n)
+        dz = dh * (n - h_prev)
         du = matmul(dpre_n, _wt(P, "w_n"), cdt, acc)
-        da_rz, dh2 = pull_gates((dz, du))
-        dh_prev = dh1 + dh2 + matmul(da_rz, _wt(P, "w_rz"), cdt, acc)
+        da_rz = jnp.concatenate([du * h_prev, dz], axis=-1) * rz * (1.0 - rz)
+        dh_prev = dh * (1.0 - z) + du * r + matmul(da_rz, _wt(P, "w_rz"), cdt, acc)
         return (dh_prev.astype(state_prev[0].dtype),), (da_rz, dpre_n), None
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
-        cdt = self.cell.dtype
+        cdt, H = self.cell.dtype, self.cell.hidden_size
         da_rz, dpre_n = factors
-        h_prev = states_prev[0].astype(da_rz.dtype)
-        _, u = _gru_gates(res[0], h_prev)
+        u = res[0][..., :H] * states_prev[0].astype(da_rz.dtype)  # r * h_prev, all steps
         dP = dict(w_rz=_outer_sum(states_prev[0], da_rz, cdt, P["w_rz"].dtype),
                   w_n=_outer_sum(u, dpre_n, cdt, P["w_n"].dtype))
         return dP, jnp.concatenate([da_rz, dpre_n], axis=-1)
