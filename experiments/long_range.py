@@ -22,8 +22,9 @@ writes ``experiments/results/long_range/{adding,copy}[_quick].{json,md,png}``.
 Model: inputs (adding: the two features; copy: one-hot tokens) -> cell scanned over time by
 :func:`seqjax.scan` -> linear readout (adding: on the last output, one value; copy: at every
 step, logits over the 9 target tokens). Loss: MSE (adding) or mean cross-entropy per step (copy).
-Optimiser: Adam with global-norm clipping, a fresh batch per step drawn from
-``fold_in(key, step)``, evaluation on a fixed held-out batch.
+Training: :mod:`seqjax.train` (``make_optimizer``: Adam with global-norm clipping;
+``make_train_step``), a fresh batch per step drawn from the step key, evaluation on a
+fixed held-out batch.
 """
 
 from __future__ import annotations
@@ -308,37 +309,43 @@ def baseline(task: str, length: int) -> float:
 
 
 def make_optimizer(learning_rate: float, clip_norm: float | None, optimizer: str = "adam"):
-    """Adam or SGD after optional global-norm clipping: ``chain(clip_by_global_norm, adam)``."""
-    parts = [] if clip_norm is None else [optax.clip_by_global_norm(clip_norm)]
-    opt = optax.adam(learning_rate) if optimizer == "adam" else optax.sgd(learning_rate)
-    return optax.chain(*parts, opt)
+    """``chain(clip_by_global_norm, adam | sgd)`` from :func:`seqjax.train.make_optimizer`."""
+    from seqjax import train
+
+    return train.make_optimizer(optimizer, learning_rate, clip_norm=clip_norm)
 
 
 @functools.lru_cache(maxsize=64)
 def _compiled(model: Model, cfg_key: tuple):
-    """Jitted chunk-of-steps and evaluation functions, shared by runs with equal shapes."""
+    """Jitted chunk-of-steps and evaluation functions, shared by runs with equal shapes.
+
+    The step is :func:`seqjax.train.make_train_step`'s (unjitted, so ``chunk`` of them run in
+    one ``lax.scan`` without a host round trip per step). Each step draws its batch from the
+    step key ``fold_in(state.rng, state.step)`` inside the loss, so the data stream is a pure
+    function of the seed.
+    """
+    from seqjax import train
+
     batch_size, length, lr, clip, optimizer, chunk = cfg_key
     opt = make_optimizer(lr, clip, optimizer)
 
-    def one_step(carry, step):
-        params, opt_state, key = carry
-        inputs, targets = make_batch(model.task, jax.random.fold_in(key, step), batch_size,
-                                     length)
-        loss, grads = jax.value_and_grad(model.loss)(params, inputs, targets)
-        gnorm = optax.tree.norm(grads)
-        # Optax's bias correction mixes Python floats and int32 counts, which strict dtype
-        # promotion (on in the test suite) rejects; the update is dtype-correct regardless.
-        with jax.numpy_dtype_promotion("standard"):
-            updates, opt_state = opt.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return (params, opt_state, key), (loss, gnorm)
+    def loss_fn(params, batch, rng):
+        del batch  # generated from the step key
+        inputs, targets = make_batch(model.task, rng, batch_size, length)
+        count = targets.size
+        loss = model.loss(params, inputs, targets)
+        return train.LossOutput(loss * count, jnp.asarray(count, jnp.float32))
+
+    step_fn = train.make_train_step(loss_fn, opt, jit=False, donate=False)
+
+    def one_step(state, _):
+        state, metrics = step_fn(state, None)
+        return state, (metrics["loss_sum"] / metrics["count"], metrics["grad_norm_sum"])
 
     @jax.jit
-    def run_chunk(params, opt_state, key, start):
-        steps = start + jnp.arange(chunk)
-        (params, opt_state, _), (losses, gnorms) = jax.lax.scan(
-            one_step, (params, opt_state, key), steps)
-        return params, opt_state, losses, gnorms
+    def run_chunk(state):
+        state, (losses, gnorms) = jax.lax.scan(one_step, state, None, length=chunk)
+        return state, losses, gnorms
 
     @jax.jit
     def evaluate(params, inputs, targets):
@@ -386,22 +393,22 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
                 config.optimizer, chunk))
     key = jax.random.key(config.seed)
     k_init, k_data = jax.random.split(key)
-    params = model.init(k_init)
-    opt_state = opt.init(params)
+    from seqjax import train
+
+    state = train.TrainState.create(model.init(k_init), opt, rng=k_data)
     test_in, test_tg = make_batch(config.task, jax.random.key(config.test_seed),
                                   config.test_size, config.length)
     t0 = time.perf_counter()
     history, all_losses, all_gnorms = [], [], []
     step = 0
     while step < config.steps:
-        params, opt_state, losses, gnorms = run_chunk(params, opt_state, k_data,
-                                                      jnp.int32(step))
+        state, losses, gnorms = run_chunk(state)
         step += chunk
         losses = np.asarray(losses)
         all_losses.append(losses)
         all_gnorms.append(np.asarray(gnorms))
         if step % config.eval_every == 0 or step == config.steps:
-            m = {k: float(v) for k, v in evaluate(params, test_in, test_tg).items()}
+            m = {k: float(v) for k, v in evaluate(state.params, test_in, test_tg).items()}
             history.append({"step": step, "train_loss": float(np.mean(losses)), **m})
             if log is not None:
                 log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in history[-1].items()
@@ -421,11 +428,17 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
     else:
         result["test_xent"] = final["test_xent"]
         result["recall_accuracy"] = final["recall_accuracy"]
+    # A non-finite loss or gradient freezes the state (seqjax.train skips the update and every
+    # later step); the run is reported with the step where it happened.
+    bad = int(state.nonfinite_step)
+    if bad >= 0:
+        losses[bad:], gnorms[bad:] = np.nan, np.nan
     finite = np.isfinite(gnorms)
-    result.update(final_train_loss=float(losses[-1]), nonfinite=bool(not np.all(finite)),
+    result.update(final_train_loss=float(losses[-1]), nonfinite=bad >= 0,
+                  nonfinite_step=bad if bad >= 0 else None,
                   max_grad_norm=float(np.max(gnorms[finite])) if finite.any() else None,
                   wall_s=round(wall, 2), config=dataclasses.asdict(config), history=history)
-    return Fit(model, params, result, losses, gnorms)
+    return Fit(model, state.params, result, losses, gnorms)
 
 
 def train_and_evaluate(config: Config, workdir: str | Path | None = None,
@@ -441,7 +454,9 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None,
       A JSON-serialisable dict with ``task, cell, length, steps, seed, hidden, params,
       baseline, wall_s``, the metrics (``test_mse`` and ``solved`` for adding; ``test_xent``
       and ``recall_accuracy`` for copy), ``final_train_loss``, ``nonfinite`` (a NaN/inf
-      gradient appeared), ``max_grad_norm`` and the evaluation ``history``.
+      loss or gradient appeared; training then stops updating, see
+      :func:`seqjax.train.make_train_step`) with ``nonfinite_step``, ``max_grad_norm`` and the
+      evaluation ``history``.
 
     Example:
       >>> r = train_and_evaluate(Config(task="adding", cell="gru", length=5, steps=4,

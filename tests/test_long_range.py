@@ -236,3 +236,12 @@ def test_variant_ranking_and_separation():
     assert by["CIFG"]["adding_median"] == pytest.approx(0.02)
     assert va.separated([0.0, 0.1], [0.2, 0.3]) == -1
     assert va.separated([np.nan, 0.1], [0.2, 0.3]) == 0
+
+
+def test_nonfinite_run_is_reported_with_its_step():
+    # A huge SGD step makes the second loss overflow; seqjax.train freezes the state there.
+    f = lr.fit(lr.Config(task="adding", cell="rnn", length=4, steps=4, hidden=3, eval_every=4,
+                         optimizer="sgd", learning_rate=1e30, clip_norm=None, test_size=8))
+    assert f.result["nonfinite"] and f.result["nonfinite_step"] == 1
+    assert np.isfinite(f.losses[0]) and np.isnan(f.losses[1:]).all()
+    assert np.isfinite(f.result["max_grad_norm"])
