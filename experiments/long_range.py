@@ -483,8 +483,8 @@ SWEEPS: dict[str, dict[str, dict[str, Any]]] = {
         "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200, 400), steps=2000, seeds=(0,)),
     },
     "copy": {
-        "full": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=3000, seeds=(0,)),
-        "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=600, seeds=(0,)),
+        "full": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=4000, seeds=(0,)),
+        "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=1000, seeds=(0,)),
     },
 }
 
