@@ -81,7 +81,7 @@ def make_config(quick: bool, repeats: int | None) -> Config:
     if quick:
         return Config(QUICK_SHAPES, repeats or 1, [8, 16, 32], (4, 8, 16), (4, 64, 8, 16),
                       32, 16, 16, 256, True)
-    return Config(FULL_SHAPES, repeats or 5, [128, 256, 512, 1024, 2048, 4096], (32, 256, 256),
+    return Config(FULL_SHAPES, repeats or 3, [128, 256, 512, 1024, 2048, 4096], (32, 256, 256),
                   (32, 4096, 512, 512), 512, 256, 256, 2048, False)
 
 
@@ -199,7 +199,22 @@ def equinox_impl(kind: str):
     return build
 
 
-def torch_impl(kind: str):
+def torch_impl(kind: str, threads: int | None = None):
+    """PyTorch ``nn.LSTM``/``nn.GRU``; ``threads`` pins ``torch.set_num_threads`` while it runs."""
+
+    def pinned(fn):
+        if threads is None:
+            return fn
+
+        def run():
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                return fn()
+            finally:
+                torch.set_num_threads(before)
+        return run
+
     def build(B, T, I, H, xs):
         torch.manual_seed(0)
         cls = torch.nn.LSTM if kind == "lstm" else torch.nn.GRU
@@ -216,7 +231,7 @@ def torch_impl(kind: str):
             with torch.no_grad():
                 return model(x)[0]
 
-        return train, infer
+        return pinned(train), pinned(infer)
     return build
 
 
@@ -234,10 +249,43 @@ def entries(kind: str) -> dict[str, Callable]:
         out[f"equinox {'LSTMCell' if kind == 'lstm' else 'GRUCell'}"] = equinox_impl(kind)
     if torch is not None:
         out[f"torch nn.{kind.upper()}"] = torch_impl(kind)
+        # one thread: the fair comparison when the (shared) CPU is oversubscribed, where
+        # PyTorch's OpenMP threads wait on each other
+        out[f"torch nn.{kind.upper()} 1 thread"] = torch_impl(kind, threads=1)
     return out
 
 
 # -- workloads ----------------------------------------------------------------------------------
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
+                     budget_s: float | None = None) -> dict[str, dict]:
+    """Times several callables round-robin: one warm-up each, then ``repeats`` rounds.
+
+    Interleaving makes the ratios between entries robust to load that changes during the run
+    (the CPU here is shared): every entry sees the same conditions in every round.
+
+    Args:
+      fns: name -> zero-argument callable.
+      repeats: maximum number of timed rounds.
+      budget_s: stop starting new rounds once this many seconds were spent (at least one).
+
+    Returns:
+      name -> ``{"median_s", "min_s", "runs"}``.
+    """
+    for fn in fns.values():
+        _block(fn())
+    times: dict[str, list] = {k: [] for k in fns}
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            _block(fn())
+            times[name].append(time.perf_counter() - t)
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            break
+    return {k: {"median_s": statistics.median(v), "min_s": min(v), "runs": len(v)}
+            for k, v in times.items()}
 
 
 def run_layers(cfg: Config, peak: float, log) -> list[dict]:
@@ -245,12 +293,13 @@ def run_layers(cfg: Config, peak: float, log) -> list[dict]:
     for B, T, I, H in cfg.shapes:
         xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
         for kind in ("lstm", "gru"):
-            for name, build in entries(kind).items():
-                train, infer = build(B, T, I, H, xs)
-                for workload, fn in (("train", train), ("infer", infer)):
-                    budget = None if cfg.quick else 12.0
-                    t = time_fn(fn, cfg.repeats, budget_s=budget)
-                    flops = matmul_flops(kind, B, T, I, H, workload == "train")
+            built = {name: build(B, T, I, H, xs) for name, build in entries(kind).items()}
+            for w, workload in enumerate(("train", "infer")):
+                budget = None if cfg.quick else 40.0
+                timed = time_interleaved({k: v[w] for k, v in built.items()}, cfg.repeats,
+                                         budget)
+                flops = matmul_flops(kind, B, T, I, H, workload == "train")
+                for name, t in timed.items():
                     row = dict(kind=kind, impl=name, workload=workload, B=B, T=T, I=I, H=H,
                                ms=1e3 * t["median_s"], min_ms=1e3 * t["min_s"], runs=t["runs"],
                                gflops=flops / t["median_s"] / 1e9)
@@ -381,6 +430,57 @@ def run_scaling(cfg: Config, log) -> dict:
 # -- report -------------------------------------------------------------------------------------
 
 
+def targets(result: dict) -> list[dict]:
+    """The issue's targets, each with the measured value and whether it is met.
+
+    Args:
+      result: the benchmark result (``layers``, ``generation``, ``scaling``).
+
+    Returns:
+      One dict per check: ``name``, ``value``, ``goal`` (a string), ``met``.
+    """
+    out = []
+    rows = result["layers"]
+
+    def ms(kind, impl, shape, workload="train"):
+        for r in rows:
+            if (r["kind"], r["impl"], r["workload"], (r["B"], r["T"], r["I"], r["H"])) == (
+                    kind, impl, workload, shape):
+                return r["ms"], r
+        return None, None
+
+    shapes = sorted({(r["B"], r["T"], r["I"], r["H"]) for r in rows}, key=lambda s: s[-1])
+    for kind in ("lstm", "gru"):
+        for shape in shapes:
+            fused, row = ms(kind, "seqjax fused", shape)
+            if fused is None:
+                continue
+            label = f"{kind} train {shape}"
+            for impl, goal in ((f"torch nn.{kind.upper()}", 1.0),
+                               (f"torch nn.{kind.upper()} 1 thread", 1.0),
+                               ("flax OptimizedLSTMCell", 1.3)):
+                other, _ = ms(kind, impl, shape)
+                if other is not None:
+                    out.append(dict(name=f"{label}: speed vs {impl}", value=other / fused,
+                                    goal=f">= {goal}x", met=other / fused >= goal))
+            if kind == "lstm" and shape[-1] >= 512:
+                out.append(dict(name=f"{label}: fraction of matmul roofline",
+                                value=row["roofline_frac"], goal=">= 0.75",
+                                met=row["roofline_frac"] >= 0.75))
+    gen = result.get("generation", {})
+    if "speedup" in gen:
+        out.append(dict(name="generation vs PyTorch per-token loop", value=gen["speedup"],
+                        goal=">= 3x", met=gen["speedup"] >= 3))
+    rem = result.get("scaling", {}).get("remat")
+    if rem:
+        out.append(dict(name=f"remat peak memory ratio {rem['shape']}",
+                        value=rem["memory_ratio"], goal="<= 0.333",
+                        met=rem["memory_ratio"] <= 1 / 3))
+        out.append(dict(name=f"remat time ratio {rem['shape']}", value=rem["time_ratio"],
+                        goal="<= 1.4", met=rem["time_ratio"] <= 1.4))
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
     lines = []
     header = f"{'layer':5s} {'work':5s} {'B,T,I,H':>18s}  {'implementation':24s} " \
@@ -488,6 +588,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(config=dataclasses.asdict(cfg), environment=env, roofline=roof, layers=rows,
                   ratios=ratios(rows), generation=gen, scaling=scaling)
     result["environment"]["load_average_end"] = os.getloadavg()
+    result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - t_start
     log("")
     log(format_table(rows))
@@ -497,6 +598,10 @@ def main(argv: list[str] | None = None) -> dict:
     rem = scaling["remat"]
     log(f"remat at {rem['shape']}: peak memory {rem['memory_ratio']:.2f}x, "
         f"time {rem['time_ratio']:.2f}x of no remat")
+    log("\ntargets (issue 3):")
+    for t in result["targets"]:
+        mark = "met " if t["met"] else "MISS"
+        log(f"  [{mark}] {t['name']}: {t['value']:.2f} (goal {t['goal']})")
     json_path = os.path.join(args.out, "rnn.json")
     with open(json_path, "w") as f:
         json.dump(result, f, indent=1)

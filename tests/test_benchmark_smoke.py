@@ -70,6 +70,17 @@ def test_ratios_generation_and_scaling_are_consistent(quick_result):
                                                 / rem["no_remat"]["peak_mb"])
 
 
+def test_targets_summarise_the_issue_goals(quick_result):
+    _, result = quick_result
+    names = [t["name"] for t in result["targets"]]
+    assert any("speed vs torch nn.LSTM" in n for n in names)
+    assert any("remat peak memory" in n for n in names)
+    for t in result["targets"]:
+        assert isinstance(t["met"], bool) and math.isfinite(t["value"])
+    gen = next(t for t in result["targets"] if t["name"].startswith("generation"))
+    assert gen["met"] == (result["generation"]["speedup"] >= 3)
+
+
 def test_flop_count_matches_hand_count():
     # LSTM, B=2, T=3, I=5, H=7: forward 2*T*B*4H*(I+H); training adds dW (same) and dh (H*H)
     fwd = 2 * 3 * 2 * 28 * 12

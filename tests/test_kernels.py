@@ -155,8 +155,8 @@ def test_fused_stack_and_bidirectional_with_mask_holes(monkeypatch):
     _tree_allclose(got, run("reference"))
 
 
-@pytest.mark.parametrize("remat", [True, 4])
-@pytest.mark.parametrize("name", ["lstm_peep_proj_clip", "gru", "gru_reset_after"])
+@pytest.mark.parametrize("name, remat", [("lstm", True), ("lstm_peep_proj_clip", 4),
+                                         ("gru", True), ("gru_reset_after", 4)])
 def test_remat_equals_no_remat(name, remat):
     # T=7: remat=True uses chunks of 3 (padded to 9 steps), remat=4 chunks of 4 (padded to 8)
     cell = CELLS[name]
