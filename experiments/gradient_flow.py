@@ -216,6 +216,7 @@ def run(cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR,
         f = lr.fit(conf)
         run_ = {"clip_norm": clip, "test_mse": f.result["test_mse"],
                 "nonfinite": f.result["nonfinite"],
+                "nonfinite_step": f.result["nonfinite_step"],
                 "max_grad_norm": f.result["max_grad_norm"],
                 "median_grad_norm": float(np.nanmedian(f.grad_norms)),
                 "losses": [float(x) for x in f.losses],
@@ -258,12 +259,15 @@ def _markdown(p: dict[str, Any]) -> str:
               f"{b['init_scale']}; slope at init {b['slope_init']:+.4f} decades/step; trained "
               f"{cfg['explode_steps']} steps with plain SGD, learning rate {cfg['explode_lr']}.",
               "",
-              "| clipping | max grad norm | median grad norm | non-finite | test MSE |",
-              "|---|---|---|---|---|"]
+              "| clipping | max grad norm | median grad norm | first non-finite step | "
+              "test MSE (last finite parameters) |", "|---|---|---|---|---|"]
     for r in b["runs"]:
         clip = "none" if r["clip_norm"] is None else f"global norm {r['clip_norm']}"
+        bad = "never" if r.get("nonfinite_step") is None else str(r["nonfinite_step"])
         lines.append(f"| {clip} | {r['max_grad_norm']:.3g} | {r['median_grad_norm']:.3g} | "
-                     f"{r['nonfinite']} | {lr._fmt(r['test_mse'])} |")
+                     f"{bad} | {lr._fmt(r['test_mse'])} |")
+    lines += ["", "seqjax.train skips a step whose loss or gradient is not finite and freezes "
+              "the run there; the median gradient norm is over the finite steps."]
     return "\n".join(lines) + "\n"
 
 
@@ -300,6 +304,10 @@ def _figure(p: dict[str, Any], path: Path) -> None:
         sm = np.convolve(np.nan_to_num(lo, nan=np.nan), np.ones(w) / w, mode="valid")
         lab = "no clipping" if r["clip_norm"] is None else f"clip {r['clip_norm']}"
         ax2.plot(np.arange(sm.size) + w - 1, sm, lw=1.5, ls="--", label=f"loss, {lab}")
+        if r.get("nonfinite_step") is not None:
+            ax.axvline(r["nonfinite_step"], color="k", lw=0.8, ls=":",
+                       label=f"non-finite ({lab}) at step {r['nonfinite_step']}")
+    ax2.set_yscale("log")
     ax2.set_ylabel("training loss (moving average)")
     ax.set_xlabel("step")
     ax.set_ylabel("global gradient norm (before clipping)")

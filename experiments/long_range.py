@@ -490,7 +490,8 @@ SWEEPS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def run_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              log: Callable[[str], None] = print,
+              spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Experiments 1 and 2: every cell at every length; writes JSON, Markdown and a PNG.
 
     Args:
@@ -498,18 +499,20 @@ def run_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR,
       quick: use the quick config (fewer steps) and the ``_quick`` file names.
       out_dir: results folder.
       log: progress printer.
+      spec: overrides the grid (``cells, lengths, steps, seeds`` and optionally ``hidden``);
+        default :data:`SWEEPS`.
 
     Returns:
-      The list of per-run results (without histories).
+      The list of per-run results.
     """
-    spec = SWEEPS[task]["quick" if quick else "full"]
+    spec = spec or SWEEPS[task]["quick" if quick else "full"]
     tag = f"{task}{'_quick' if quick else ''}"
     rows, t0 = [], time.perf_counter()
     for length in spec["lengths"]:
         for cell in spec["cells"]:
             for seed in spec["seeds"]:
                 cfg = Config(task=task, cell=cell, length=length, steps=spec["steps"],
-                             seed=seed)
+                             seed=seed, hidden=spec.get("hidden"))
                 r = train_and_evaluate(cfg)
                 log(json.dumps({k: v for k, v in r.items() if k not in ("history", "config")}))
                 rows.append(r)
@@ -524,8 +527,31 @@ def run_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR,
     return rows
 
 
+def replot_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:
+    """Rebuilds a sweep's Markdown table and figure from its saved JSON (no training).
+
+    Args:
+      task: ``"adding"`` or ``"copy"``.
+      quick: which result set (``_quick`` or full).
+      out_dir: results folder.
+
+    Returns:
+      The saved runs.
+
+    Raises:
+      FileNotFoundError: the sweep has not been run.
+    """
+    tag = f"{task}{'_quick' if quick else ''}"
+    payload = json.loads((out_dir / f"{tag}.json").read_text())
+    rows = payload["runs"]
+    (out_dir / f"{tag}.md").write_text(_sweep_markdown(task, rows, payload["command"],
+                                                       payload["wall_s"]))
+    _sweep_figure(task, rows, out_dir / f"{tag}.png")
+    return rows
+
+
 def _fmt(x: float) -> str:
-    return f"{x:.2e}" if abs(x) < 1e-3 else f"{x:.4f}"
+    return f"{x:.2e}" if abs(x) < 1e-3 or abs(x) >= 1e3 else f"{x:.4f}"
 
 
 def _sweep_markdown(task: str, rows: list[dict], cmd: str, wall: float) -> str:
@@ -575,6 +601,7 @@ def _sweep_figure(task: str, rows: list[dict], path: Path) -> None:
         ax.axhline(SOLVED_MSE, color="grey", lw=0.8, ls=":", label="solved (0.01)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.minorticks_off()
     ax.set_xticks(lengths, [str(t) for t in lengths])
     ax.set_xlabel("T")
     ax.set_ylabel("test MSE" if task == "adding" else "test cross-entropy (nats/step)")
@@ -626,7 +653,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | list[dict[str, A
         p.add_argument("--task", choices=TASKS, required=True)
         p.add_argument("--quick", action="store_true")
         p.add_argument("--out", default=str(RESULTS_DIR))
+        p.add_argument("--replot", action="store_true",
+                       help="rebuild the Markdown table and the figure from the saved JSON")
         a = p.parse_args(argv[1:])
+        if a.replot:
+            return replot_sweep(a.task, a.quick, Path(a.out))
         return run_sweep(a.task, a.quick, Path(a.out))
     a = _parser().parse_args(argv)
     try:

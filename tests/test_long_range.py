@@ -245,3 +245,16 @@ def test_nonfinite_run_is_reported_with_its_step():
     assert f.result["nonfinite"] and f.result["nonfinite_step"] == 1
     assert np.isfinite(f.losses[0]) and np.isnan(f.losses[1:]).all()
     assert np.isfinite(f.result["max_grad_norm"])
+
+
+def test_sweep_tiny_run_and_replot(tmp_path):
+    # Same shapes as test_variants_tiny_run (shared compilations).
+    spec = dict(cells=("peephole", "nfg"), lengths=(4,), steps=2, seeds=(0,), hidden=3)
+    rows = lr.run_sweep("adding", True, tmp_path, log=lambda s: None, spec=spec)
+    assert [(r["cell"], r["length"]) for r in rows] == [("V", 4), ("NFG", 4)]
+    md = (tmp_path / "adding_quick.md").read_text()
+    assert "sweep --task adding --quick" in md and "| NFG | 3 |" in md
+    (tmp_path / "adding_quick.md").unlink()
+    lr.main(["sweep", "--task", "adding", "--quick", "--replot", "--out", str(tmp_path)])
+    assert (tmp_path / "adding_quick.md").read_text() == md
+    assert (tmp_path / "adding_quick.png").stat().st_size > 0
