@@ -204,8 +204,9 @@ def test_zoneout_rate_zero_is_inner_cell(data):
     f1, y1 = run(zoneout(data["lstm"], h_rate=0.0, c_rate=0.0), data["p_lstm"], data["xs"],
                  key=key)
     f2, y2 = run(data["lstm"], data["p_lstm"], data["xs"])
-    np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
-    np.testing.assert_array_equal(np.asarray(f1.c), np.asarray(f2.c))
+    # zoneout steps the cell; the bare LSTM may take a fused kernel: equal up to rounding
+    np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(f1.c), np.asarray(f2.c), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("key", [None, jax.random.key(10)])
