@@ -396,3 +396,11 @@ def test_cudnn_weight_packing_matches_reference_layout():
     # lstm_ref returns the carry after each sequence's last valid step (length 0: h_0)
     np.testing.assert_allclose(h_n[0], final.h, atol=1e-5)
     np.testing.assert_allclose(c_n[0], final.c, atol=1e-5)
+
+
+def test_measured_alternatives_still_equal_reference(monkeypatch):
+    """The hoisted-projection / after-the-loop weight-gradient variant (kept as a switch)."""
+    monkeypatch.setattr(fused, "_PROJECT_IN_LOOP", False)
+    monkeypatch.setattr(fused, "_WGRAD_IN_LOOP", False)
+    _compare(CELLS["lstm_peep_proj_clip"], both_directions=True)
+    _compare(CELLS["gru_reset_after"])

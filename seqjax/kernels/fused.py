@@ -1,23 +1,32 @@
 """Fused recurrent kernels: one layer over a sequence with a hand-written backward pass.
 
-The reference path (``Cell.step`` under ``lax.scan``, differentiated by JAX) is correct but its
-backward pass accumulates every weight gradient with one small ``[B, n] x [B, m]`` matmul per
-time step, carried through the loop. The kernels here follow cuDNN's structure instead:
+The reference path (``Cell.step`` under ``lax.scan``, differentiated by JAX) is correct but
+generic: its backward pass recomputes or re-reads every intermediate the tracer saved, slices
+gates one by one and transposes weights inside the loop. The kernels here are written for the
+recurrence:
 
-- **forward**: the input projection of all ``T`` steps is one ``[T*B, I] x [I, G*H]`` matmul;
-  each step does one fused gate matmul ``h_{t-1} @ W_hh`` and elementwise gate math, saving its
-  pre-activations;
-- **backward** (a ``jax.custom_vjp``): a reverse scan whose carry is only the recurrent
-  gradients (``dh``, ``dc``), one ``[B, G*H] x [G*H, H]`` matmul per step; then the weight
-  gradients as single large matmuls over ``[T*B]`` (``dW_hh = h_prev^T @ da``), and the input
-  projection's own VJP (``dW_ih = x^T @ da``, ``dx = da @ W_ih^T``);
-- **remat**: only the carries at chunk boundaries (every ``K`` steps, ``K ~ sqrt(T)``) are kept;
-  the backward recomputes each chunk's projection and forward pass before reversing it, so the
-  memory of the ``[T, B, G*H]`` activations drops to ``[K, B, G*H]``.
+- **forward**: per step, the input projection and ONE fused gate matmul ``h_{t-1} @ W_hh``
+  (``[B, H] x [H, G*H]``), then the gate activations in one elementwise pass over the
+  contiguous ``[B, G*H]`` pre-activations (a single ``tanh``: ``sigmoid(x) = (1 + tanh(x/2))/2``);
+  the step saves its gate *activations*, not the pre-activations, so the backward pass needs no
+  transcendental recomputation;
+- **backward** (a ``jax.custom_vjp``): a reverse scan whose recurrent carry is only the
+  recurrent gradients (``dh``, ``dc``), with the gate derivatives written by hand from the saved
+  activations (LSTM without peepholes/clip/NIAF, GRU both forms, SimpleRNN; other LSTM options
+  differentiate the same gate function with ``jax.vjp``); weight transposes are hoisted out of
+  the loop;
+- **remat**: only the carries at chunk boundaries (every ``K ~ sqrt(T)`` steps) are kept; the
+  backward recomputes each chunk's forward pass before reversing it, and the chunk's weight
+  gradients are single ``[H, K*B] x [K*B, G*H]`` matmuls (``dW_hh = h_prev^T @ da``), as are
+  its input-projection gradients.
 
-The elementwise gate math of each family is written once (``_lstm_point`` etc., mirroring the
-cells' ``step``) and differentiated with ``jax.vjp`` inside the backward step, where XLA fuses it
-with the recomputation of the activations from the saved pre-activations.
+Where the weight gradients and the input projection go was measured, not assumed (see
+``docs/performance.md``): on the 2-core CPU this was developed on, hoisting the input projection
+into one ``[T*B, I] x [I, G*H]`` matmul before the loop and computing ``dW = H^T @ dA`` as one
+``[H, T*B] x [T*B, G*H]`` matmul after it were 20-35 % SLOWER than doing the same FLOPs per step
+inside the loops, where the ``[B, G*H]`` blocks are still in cache (the large matmuls also pay
+layout copies of ``[T, B, G*H]`` arrays). ``_PROJECT_IN_LOOP`` and ``_WGRAD_IN_LOOP`` select the
+variant; both give identical results (tested). The remat path always uses per-chunk matmuls.
 
 Masks (``lengths``) follow the reference semantics: a masked step keeps the carry and outputs
 zero; in the backward pass it passes the carry gradient through untouched. ``reverse`` runs the
@@ -424,11 +433,21 @@ def _bcast(m: Array, x: Array) -> Array:
     return jnp.reshape(m, m.shape + (1,) * (x.ndim - m.ndim))
 
 
-def _run_fwd(spec, P, state0, xps, mask, unroll):
-    """Forward recurrence: ``(final_state, states_all, res_all)``, each ``[T, B, ...]``."""
+# Measured on a shared 2-core x86 CPU (see the module docstring): True is faster there.
+_PROJECT_IN_LOOP = True
+
+
+def _run_fwd(spec, P, state0, xps, mask, unroll, params=None):
+    """Forward recurrence: ``(final_state, states_all, res_all)``, each ``[T, B, ...]``.
+
+    With ``params`` given, ``xps`` are the raw inputs and each step projects its own input
+    (``project_inputs`` on ``[B, I]``) right before the recurrent matmul.
+    """
 
     def body(state, inp):
         xp, m = inp
+        if params is not None:
+            xp = spec.cell.project_inputs(params, xp)
         new, res = spec.fwd_step(P, state, xp)
         if m is not None:
             new = tuple(jnp.where(_bcast(m, n), n, s) for n, s in zip(new, state, strict=True))
@@ -471,6 +490,44 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
     return dstate0, dP, dxps
 
 
+# Measured like _PROJECT_IN_LOOP: accumulating dW inside the reverse loop is faster there.
+_WGRAD_IN_LOOP = True
+
+
+def _run_bwd_in_loop(spec, P, params, state0, states, res, xs, mask, dfinal, dhs, unroll):
+    """Like :func:`_run_bwd`, but accumulating the weight gradients inside the reverse loop.
+
+    Returns ``(dstate0, dP, dparams_projection, dxs)``.
+    """
+    states_prev = _shift(state0, states)
+    PT = _with_transposes(P)
+    zero_dP = jax.tree_util.tree_map(jnp.zeros_like, P)
+    zero_dparams = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def body(carry, inp):
+        dstate, dP_acc, dpar_acc = carry
+        r, sp, st, x, dy, m = inp
+        dstate = (dstate[0] + dy.astype(dstate[0].dtype),) + tuple(dstate[1:])
+        d_in = dstate
+        if m is not None:
+            d_in = tuple(jnp.where(_bcast(m, d), d, jnp.zeros((), d.dtype)) for d in dstate)
+        dprev, factors, dsmall = spec.bwd_step(PT, r, sp, st, None, d_in)
+        if m is not None:
+            dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate,
+                                                                         strict=True))
+        one = lambda a: a[None]  # noqa: E731
+        dP, dxp = spec.wgrad(P, jax.tree_util.tree_map(one, sp), jax.tree_util.tree_map(one, r),
+                             jax.tree_util.tree_map(one, factors), dsmall, None)
+        xp, pull = jax.vjp(spec.cell.project_inputs, params, x)
+        dpar, dx = pull(dxp[0].astype(xp.dtype))
+        return (dprev, _add(dP_acc, dP), _add(dpar_acc, dpar)), dx
+
+    (dstate0, dP, dpar), dxs = lax.scan(body, (dfinal, zero_dP, zero_dparams),
+                                        (res, states_prev, states, xs, dhs, mask),
+                                        reverse=True, unroll=unroll)
+    return dstate0, dP, dpar, dxs
+
+
 def _add(a: PyTree, b: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x, y: x + y.astype(x.dtype), a, b)
 
@@ -496,15 +553,22 @@ def _core_fwd(static, params, state0, xs, mask):
 
         def chunk_body(state, inp):
             x, m = inp
-            final, states, _ = _run_fwd(spec, P, state, spec.cell.project_inputs(params, x), m,
-                                        static.unroll)
+            if _PROJECT_IN_LOOP:
+                final, states, _ = _run_fwd(spec, P, state, x, m, static.unroll, params)
+            else:
+                final, states, _ = _run_fwd(spec, P, state, spec.cell.project_inputs(params, x),
+                                            m, static.unroll)
             return final, (state, states[0])
 
         final, (starts, hs) = lax.scan(chunk_body, state0, (xs_c, mask_c))
         hs = hs.reshape((T,) + hs.shape[2:])
         return (final, hs), (params, starts, xs, mask)
-    xps = spec.cell.project_inputs(params, xs)
-    final, states, res = _run_fwd(spec, P, state0, xps, mask, static.unroll)
+    if _PROJECT_IN_LOOP:
+        xps = None
+        final, states, res = _run_fwd(spec, P, state0, xs, mask, static.unroll, params)
+    else:
+        xps = spec.cell.project_inputs(params, xs)
+        final, states, res = _run_fwd(spec, P, state0, xps, mask, static.unroll)
     kept_xps = xps if spec.needs_xp else None
     return (final, states[0]), (params, state0, states, res, kept_xps, xs, mask)
 
@@ -526,7 +590,10 @@ def _core_bwd(static, residuals, cts):
             dstate, dP_acc, dparams_acc = carry
             start, x, m, dy = inp
             xps, pull_proj = jax.vjp(spec.cell.project_inputs, params, x)
-            _, states, res = _run_fwd(spec, P, start, xps, m, static.unroll)
+            if _PROJECT_IN_LOOP:
+                _, states, res = _run_fwd(spec, P, start, x, m, static.unroll, params)
+            else:
+                _, states, res = _run_fwd(spec, P, start, xps, m, static.unroll)
             dstart, dP, dxps = _run_bwd(spec, P, start, states, res, xps, m, dstate, dy,
                                         static.unroll)
             dparams_proj, dx = pull_proj(dxps.astype(xps.dtype))
@@ -540,6 +607,10 @@ def _core_bwd(static, residuals, cts):
         return dparams, dstate0, dxs, None
     params, state0, states, res, xps, xs, mask = residuals
     P, pull_prep = jax.vjp(spec.prepare, params)
+    if _WGRAD_IN_LOOP:
+        dstate0, dP, dparams_proj, dxs = _run_bwd_in_loop(spec, P, params, state0, states, res,
+                                                          xs, mask, dfinal, dhs, static.unroll)
+        return _add(dparams_proj, pull_prep(dP)[0]), dstate0, dxs, None
     dstate0, dP, dxps = _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs,
                                  static.unroll)
     # The projection's VJP: dW_ih = xs^T @ dxps and dxs = dxps @ W_ih^T, two large matmuls
