@@ -10,9 +10,9 @@ Dispatch for ``impl="auto"`` (the default):
 1. **cuDNN** (:mod:`seqjax.kernels.cudnn`) for a plain float32 LSTM on a CUDA GPU, forward
    direction, no mask or a ``lengths`` mask, no remat;
 2. **fused** (:mod:`seqjax.kernels.fused`) for LSTM (every option but ``layer_norm`` and
-   ``full_gate_recurrence``), GRU (both forms) and SimpleRNN: hoisted input projection, one gate
-   matmul per step, hand-written backward with weight gradients as single large matmuls, optional
-   chunked remat;
+   ``full_gate_recurrence``), GRU (both forms) and SimpleRNN: one fused gate matmul per step,
+   gate math in one pass, a hand-written backward from saved activations whose reverse scan
+   carries only ``dh``/``dc``, optional chunked remat (per-chunk weight-gradient matmuls);
 3. **reference**: ``project_inputs`` once, then ``lax.scan`` of ``Cell.step`` differentiated by
    JAX (``remat`` wraps the step in ``jax.checkpoint``).
 
