@@ -238,6 +238,23 @@ def matmul(x: Array, w: Array, compute_dtype: DType | None, out_dtype: DType) ->
     return jnp.matmul(x.astype(cdt), w.astype(cdt), preferred_element_type=out_dtype)
 
 
+def affine(xs: Array, w: Array, b: Array | None, compute_dtype: DType | None) -> Array:
+    """``xs @ w + b`` as the cells' input projections compute it.
+
+    Args:
+      xs: inputs ``[..., I]``.
+      w: weights ``[I, K]``.
+      b: bias ``[K]`` or None.
+      compute_dtype: matmul dtype (None: ``w``'s).
+
+    Returns:
+      ``[..., K]`` in the accumulation dtype of ``w`` (see :func:`accum_dtype`).
+    """
+    acc = accum_dtype(w.dtype)
+    a = matmul(xs, w, compute_dtype, acc)
+    return a if b is None else a + b.astype(acc)
+
+
 def accum_dtype(dtype: DType) -> DType:
     """Dtype for pre-activations and default carries: float64 for float64, else float32.
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from seqjax import _checks
 from seqjax.cells.base import (
     Cell,
-    accum_dtype,
+    affine,
     concat_init,
     glorot_uniform,
     matmul,
@@ -132,11 +132,7 @@ class GRU(Cell):
 
     def project_inputs(self, params: GRUParams, xs: Array) -> Array:
         """``W x + b``: ``[..., I] -> [..., 3H]``."""
-        acc = accum_dtype(params.w_ih.dtype)
-        a = matmul(xs, params.w_ih, self.dtype, acc)
-        if params.b is not None:
-            a = a + params.b.astype(acc)
-        return a
+        return affine(xs, params.w_ih, params.b, self.dtype)
 
     def step(self, params: GRUParams, carry: GRUCarry, xp: Array) -> tuple[GRUCarry, Array]:
         """One GRU step from the projected input ``xp [*B, 3H]``; returns ``(carry, h)``."""

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from seqjax import _checks
 from seqjax.cells.base import (
     Cell,
-    accum_dtype,
+    affine,
     concat_init,
     glorot_uniform,
     matmul,
@@ -296,13 +296,10 @@ class LSTM(Cell):
 
     def project_inputs(self, params: LSTMParams, xs: Array) -> Array:
         """``W x (+ b)`` for all leading dims at once: ``[..., I] -> [..., G*H]``."""
-        acc = accum_dtype(params.w_ih.dtype)
-        a = matmul(xs, params.w_ih, self.dtype, acc)
-        if self.layer_norm:
-            a = _block_layer_norm(a, params.ln_ih_scale)
-        if params.b is not None:
-            a = a + params.b.astype(acc)
-        return a
+        if not self.layer_norm:
+            return affine(xs, params.w_ih, params.b, self.dtype)
+        a = _block_layer_norm(affine(xs, params.w_ih, None, self.dtype), params.ln_ih_scale)
+        return a if params.b is None else a + params.b.astype(a.dtype)
 
     def step(self, params: LSTMParams, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry, Array]:
         """One LSTM step from the projected input ``xp [*B, G*H]``; returns ``(carry, h)``."""

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from seqjax import _checks
 from seqjax.cells.base import (
     Cell,
-    accum_dtype,
+    affine,
     glorot_uniform,
     matmul,
     orthogonal,
@@ -116,11 +116,7 @@ class SimpleRNN(Cell):
 
     def project_inputs(self, params: SimpleRNNParams, xs: Array) -> Array:
         """``W x + b``: ``[..., I] -> [..., H]``."""
-        acc = accum_dtype(params.w_ih.dtype)
-        a = matmul(xs, params.w_ih, self.dtype, acc)
-        if params.b is not None:
-            a = a + params.b.astype(acc)
-        return a
+        return affine(xs, params.w_ih, params.b, self.dtype)
 
     def step(self, params: SimpleRNNParams, carry: SimpleRNNCarry,
              xp: Array) -> tuple[SimpleRNNCarry, Array]:
