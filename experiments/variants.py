@@ -161,6 +161,56 @@ def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(table.values(), key=lambda r: (r["mean_rank"], r["cell"]))
 
 
+def third_party_agreement(ranking: list[dict[str, Any]]) -> tuple[float, int]:
+    """Spearman correlation between our adding medians and :data:`THIRD_PARTY_ADDING`.
+
+    Args:
+      ranking: rows of :func:`rank` (with ``cell`` and ``adding_median``).
+
+    Returns:
+      ``(rho, n)`` over the ``n`` variants present in both (ties get average ranks).
+
+    Example:
+      >>> third_party_agreement([{"cell": c, "adding_median": m} for c, m in
+      ...                        [("CIFG", 0.1), ("V", 0.2), ("NIG", 0.3)]])
+      (1.0, 3)
+    """
+    ours = {r["cell"]: r["adding_median"] for r in ranking if r["cell"] in THIRD_PARTY_ADDING}
+    names = sorted(ours)
+    if len(names) < 2:
+        return float("nan"), len(names)
+
+    def ranks(values):
+        v = np.asarray(values, np.float64)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(v.size)
+        r[order] = np.arange(1, v.size + 1)
+        for x in np.unique(v):  # average ranks of ties
+            r[v == x] = r[v == x].mean()
+        return r
+
+    a = ranks([ours[n] for n in names])
+    b = ranks([THIRD_PARTY_ADDING[n] for n in names])
+    return float(np.corrcoef(a, b)[0, 1]), len(names)
+
+
+def replot(quick: bool, out_dir: Path = RESULTS_DIR) -> dict[str, Any]:
+    """Rebuilds the Markdown table and the figure from the saved JSON (no training).
+
+    Args:
+      quick: which result set.
+      out_dir: results folder.
+
+    Returns:
+      The saved payload.
+    """
+    tag = "variants" + ("_quick" if quick else "")
+    payload = json.loads((out_dir / f"{tag}.json").read_text())
+    (out_dir / f"{tag}.md").write_text(_markdown(payload))
+    _figure(payload, out_dir / f"{tag}.png")
+    return payload
+
+
 def _markdown(p: dict[str, Any]) -> str:
     c = p["config"]
     n = len(c["seeds"])
@@ -188,6 +238,10 @@ def _markdown(p: dict[str, Any]) -> str:
             f"{r['mean_rank']:.1f} | {tp} |")
     base = lr.baseline("copy", c["copy_length"])
     lines += ["", f"Baselines: adding 1/6 = 0.1667; copy 10 ln 8 / (T + 20) = {base:.4f}."]
+    rho, shared = third_party_agreement(p["ranking"])
+    if shared >= 3:
+        lines += ["", f"Spearman rank correlation of our adding-problem medians with the "
+                  f"third-party medians over the {shared} shared variants: {rho:.3f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -219,15 +273,20 @@ def _figure(p: dict[str, Any], path: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: ``python -m experiments.variants [--quick] [--out DIR]``.
+    """Command line: ``python -m experiments.variants [--quick] [--replot] [--out DIR]``.
 
     Prints the ranking as one JSON line, last on stdout.
     """
     p = argparse.ArgumentParser(prog="python -m experiments.variants")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--replot", action="store_true",
+                   help="rebuild the Markdown table and the figure from the saved JSON")
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
-    payload = run(QUICK if a.quick else VariantsConfig(), a.quick, Path(a.out))
+    if a.replot:
+        payload = replot(a.quick, Path(a.out))
+    else:
+        payload = run(QUICK if a.quick else VariantsConfig(), a.quick, Path(a.out))
     print(json.dumps({"wall_s": payload["wall_s"], "ranking": payload["ranking"]}))
     return payload
 

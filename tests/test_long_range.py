@@ -258,3 +258,18 @@ def test_sweep_tiny_run_and_replot(tmp_path):
     lr.main(["sweep", "--task", "adding", "--quick", "--replot", "--out", str(tmp_path)])
     assert (tmp_path / "adding_quick.md").read_text() == md
     assert (tmp_path / "adding_quick.png").stat().st_size > 0
+
+
+def test_third_party_agreement_is_spearman():
+    names = list(va.THIRD_PARTY_ADDING)
+    same = [{"cell": n, "adding_median": va.THIRD_PARTY_ADDING[n]} for n in names]
+    assert va.third_party_agreement(same) == (pytest.approx(1.0), 8)
+    rev = [{"cell": n, "adding_median": -va.THIRD_PARTY_ADDING[n]} for n in names]
+    assert va.third_party_agreement(rev)[0] == pytest.approx(-1.0)
+    # Swapping two neighbours in rank: rho = 1 - 6 * 2 / (n (n^2 - 1)) = 1 - 12 / 504.
+    order = sorted(names, key=va.THIRD_PARTY_ADDING.get)
+    swapped = [{"cell": n, "adding_median": float(i)} for i, n in enumerate(order)]
+    swapped[0]["adding_median"], swapped[1]["adding_median"] = 1.0, 0.0
+    assert va.third_party_agreement(swapped)[0] == pytest.approx(1 - 12 / 504)
+    extra = same + [{"cell": "FGR", "adding_median": 9.0}]  # not in the third-party set
+    assert va.third_party_agreement(extra)[1] == 8
