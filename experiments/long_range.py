@@ -590,23 +590,41 @@ def _sweep_figure(task: str, rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = "test_mse" if task == "adding" else "test_xent"
-    fig, ax = plt.subplots(figsize=(6, 4))
     lengths = sorted({r["length"] for r in rows})
-    for c in dict.fromkeys(r["cell"] for r in rows):
-        rs = sorted((r for r in rows if r["cell"] == c), key=lambda r: r["length"])
-        ax.plot([r["length"] for r in rs], [r[metric] for r in rs], "o-", label=c)
-    ax.plot(lengths, [baseline(task, t) for t in lengths], "k--", label="baseline")
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+
+    def by_length(c):
+        return sorted((r for r in rows if r["cell"] == c), key=lambda r: r["length"])
+
     if task == "adding":
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for c in cells:
+            rs = by_length(c)
+            ax.plot([r["length"] for r in rs], [r["test_mse"] for r in rs], "o-", label=c)
+        ax.plot(lengths, [baseline(task, t) for t in lengths], "k--", label="baseline")
         ax.axhline(SOLVED_MSE, color="grey", lw=0.8, ls=":", label="solved (0.01)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.minorticks_off()
-    ax.set_xticks(lengths, [str(t) for t in lengths])
-    ax.set_xlabel("T")
-    ax.set_ylabel("test MSE" if task == "adding" else "test cross-entropy (nats/step)")
-    ax.set_title(f"{task}: equal parameter budget")
-    ax.legend(fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("test MSE")
+        axes = [ax]
+    else:
+        # The baseline falls as 1/(T + 20): plot the ratio to it, and the recall accuracy.
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for c in cells:
+            rs = by_length(c)
+            ts = [r["length"] for r in rs]
+            axes[0].plot(ts, [r["test_xent"] / r["baseline"] for r in rs], "o-", label=c)
+            axes[1].plot(ts, [r["recall_accuracy"] for r in rs], "o-", label=c)
+        axes[0].axhline(1.0, color="k", ls="--", label="memoryless baseline")
+        axes[0].set_ylabel("test cross-entropy / baseline")
+        axes[1].axhline(1 / _COPY_SYMBOLS, color="k", ls="--", label="chance (1/8)")
+        axes[1].set_ylabel("recall accuracy (10 recalled symbols)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(lengths, [str(t) for t in lengths])
+        ax.set_xlabel("T")
+        ax.set_title(f"{task}: equal parameter budget")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
