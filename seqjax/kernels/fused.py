@@ -494,6 +494,9 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
 _WGRAD_IN_LOOP = True
 
 
+_X_TRANSPOSED = True
+
+
 def _run_bwd_in_loop(spec, P, params, state0, states, res, xs, mask, dfinal, dhs, unroll):
     """Like :func:`_run_bwd`, but accumulating the weight gradients inside the reverse loop.
 
@@ -518,12 +521,17 @@ def _run_bwd_in_loop(spec, P, params, state0, states, res, xs, mask, dfinal, dhs
         one = lambda a: a[None]  # noqa: E731
         dP, dxp = spec.wgrad(P, jax.tree_util.tree_map(one, sp), jax.tree_util.tree_map(one, r),
                              jax.tree_util.tree_map(one, factors), dsmall, None)
+        if _X_TRANSPOSED:
+            x = jnp.swapaxes(x, 0, 1)
         xp, pull = jax.vjp(spec.cell.project_inputs, params, x)
         dpar, dx = pull(dxp[0].astype(xp.dtype))
         return (dprev, _add(dP_acc, dP), _add(dpar_acc, dpar)), dx
 
+    # Handing the loop x_t^T ([I, B], transposed once outside) lets XLA:CPU run the per-step
+    # dW_ih += x_t^T @ da as a canonical matmul instead of a transposed-operand dot.
+    xs_in = jnp.swapaxes(xs, 1, 2) if _X_TRANSPOSED else xs
     (dstate0, dP, dpar), dxs = lax.scan(body, (dfinal, zero_dP, zero_dparams),
-                                        (res, states_prev, states, xs, dhs, mask),
+                                        (res, states_prev, states, xs_in, dhs, mask),
                                         reverse=True, unroll=unroll)
     return dstate0, dP, dpar, dxs
 
