@@ -87,3 +87,14 @@ def test_flop_count_matches_hand_count():
     assert rnn.matmul_flops("lstm", 2, 3, 5, 7, False) == fwd
     assert rnn.matmul_flops("lstm", 2, 3, 5, 7, True) == 2 * fwd + 2 * 3 * 2 * 28 * 7
     assert rnn.matmul_flops("gru", 2, 3, 5, 7, False) == 2 * 3 * 2 * 21 * 12
+
+
+def test_markdown_report_lists_every_row(quick_result):
+    from benchmarks import report
+
+    _, result = quick_result
+    text = report.markdown(json.loads(json.dumps(result)))
+    table_rows = [line for line in text.splitlines() if line.startswith("| LSTM")
+                  or line.startswith("| GRU")]
+    assert len(table_rows) == len(result["layers"])
+    assert "Remat" in text and "Generation" in text
