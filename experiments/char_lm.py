@@ -351,6 +351,14 @@ class _Timeline:
                 f.write(json.dumps(r) + "\n")
         self.start = time.perf_counter()
 
+    def elapsed_at(self, step: int) -> float:
+        """Training wall time up to ``step`` (from its record; else up to now)."""
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip() and json.loads(line)["step"] == step:
+                    return float(json.loads(line)["elapsed_s"])
+        return self.offset + time.perf_counter() - self.start
+
     def __call__(self, step: int, state: TrainState) -> None:
         c = self.config
         if not ((c.eval_every and step % c.eval_every == 0) or step == c.total_steps):
@@ -443,9 +451,10 @@ def train_and_evaluate(config: CharLMConfig, workdir: str, *, verbose: bool = Tr
     test = evaluate(eval_step, params, windows(test_streams, config.seq_len), mesh,
                     cell.initial_carry((test_streams.shape[0],)))
     n_params = sum(int(np.size(x)) for x in jax.tree.leaves(params))
-    elapsed = timeline.offset + time.perf_counter() - timeline.start
+    final_step = int(jax.device_get(result.state.step))
+    elapsed = timeline.elapsed_at(final_step)
     results = {
-        "step": int(jax.device_get(result.state.step)),
+        "step": final_step,
         "val_loss_nats": val["loss"], "val_bits_per_char": val["bits"],
         "test_loss_nats": test["loss"], "test_bits_per_char": test["bits"],
         "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
@@ -634,7 +643,8 @@ def compare(root: str, base: CharLMConfig | None = None, *,
 
 def _write_comparison(summary, curves, base, out_dir: Path, name, command, names) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = sorted(set(COMPARE_BASE) | {"data", "seed"})
+    keys = sorted(set(COMPARE_BASE) | {"data", "seed", "unroll", "optimizer", "schedule",
+                                       "clip_norm"})
     shown = {k: getattr(base, k) for k in keys if k not in ("progress", "eval_train")}
     _write_json(str(out_dir / f"{name}.json"),
                 {"command": command, "base_config": shown, "results": summary,
