@@ -399,8 +399,9 @@ def test_cudnn_weight_packing_matches_reference_layout():
 
 
 def test_measured_alternatives_still_equal_reference(monkeypatch):
-    """The hoisted-projection / after-the-loop weight-gradient variant (kept as a switch)."""
-    monkeypatch.setattr(fused, "_PROJECT_IN_LOOP", False)
-    monkeypatch.setattr(fused, "_WGRAD_IN_LOOP", False)
+    """Large-weight variant (projection before / dW after the loop) and forced mixes."""
+    monkeypatch.setattr(fused, "_PER_STEP_MAX_BYTES", 0)  # as if the weights were large
     _compare(CELLS["lstm_peep_proj_clip"], both_directions=True)
     _compare(CELLS["gru_reset_after"])
+    monkeypatch.setattr(fused, "_PROJECT_IN_LOOP", True)  # per-step projection, dW after
+    _compare(CELLS["gru"])

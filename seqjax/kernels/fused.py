@@ -21,12 +21,15 @@ recurrence:
   its input-projection gradients.
 
 Where the weight gradients and the input projection go was measured, not assumed (see
-``docs/performance.md``): on the 2-core CPU this was developed on, hoisting the input projection
-into one ``[T*B, I] x [I, G*H]`` matmul before the loop and computing ``dW = H^T @ dA`` as one
-``[H, T*B] x [T*B, G*H]`` matmul after it were 20-35 % SLOWER than doing the same FLOPs per step
-inside the loops, where the ``[B, G*H]`` blocks are still in cache (the large matmuls also pay
-layout copies of ``[T, B, G*H]`` arrays). ``_PROJECT_IN_LOOP`` and ``_WGRAD_IN_LOOP`` select the
-variant; both give identical results (tested). The remat path always uses per-chunk matmuls.
+``docs/performance.md``). On the 2-core CPU this was developed on, with small weights (1.5 MB
+at H=256, 6.3 MB at H=512) doing the input projection per step and accumulating ``dW`` inside
+the reverse loop, where the ``[B, G*H]`` blocks are still in cache, was 25-30 % cheaper than one
+``[T*B, I] x [I, G*H]`` projection before the loop and ``dW = H^T @ dA`` as one
+``[H, T*B] x [T*B, G*H]`` matmul after it (which also pay layout copies of ``[T, B, G*H]``
+arrays); with 25 MB of weights (H=1024, I=512) the per-step accumulators stream through memory
+every step and the large matmuls were 25 % cheaper. :func:`_per_step_weights` picks by weight
+size (``_PER_STEP_MAX_BYTES``); ``_PROJECT_IN_LOOP`` / ``_WGRAD_IN_LOOP`` force a variant. All
+variants give the same results (tested). The remat path always uses per-chunk matmuls.
 
 Masks (``lengths``) follow the reference semantics: a masked step keeps the carry and outputs
 zero; in the backward pass it passes the carry gradient through untouched. ``reverse`` runs the
@@ -433,8 +436,28 @@ def _bcast(m: Array, x: Array) -> Array:
     return jnp.reshape(m, m.shape + (1,) * (x.ndim - m.ndim))
 
 
-# Measured on a shared 2-core x86 CPU (see the module docstring): True is faster there.
-_PROJECT_IN_LOOP = True
+# None: choose by weight size (_per_step_weights); True/False force a variant (tests).
+_PROJECT_IN_LOOP: bool | None = None
+
+# Crossover measured on the 2-core Xeon this was developed on (docs/performance.md): with
+# 1.5 MB and 6.3 MB of weights (H=256, H=512) per-step work was 25-30 % cheaper; with 25 MB
+# (H=1024, I=512) the weight-gradient accumulators stream through memory every step and the
+# hoisted/after-the-loop matmuls were 25 % cheaper.
+_PER_STEP_MAX_BYTES = 12 * 2 ** 20
+
+
+def _per_step_weights(params) -> bool:
+    """Whether the input projection and weight gradients run per step (small weights)."""
+    nbytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree_util.tree_leaves(params))
+    return nbytes <= _PER_STEP_MAX_BYTES
+
+
+def _project_in_loop(params) -> bool:
+    return _per_step_weights(params) if _PROJECT_IN_LOOP is None else _PROJECT_IN_LOOP
+
+
+def _wgrad_in_loop(params) -> bool:
+    return _per_step_weights(params) if _WGRAD_IN_LOOP is None else _WGRAD_IN_LOOP
 
 
 def _run_fwd(spec, P, state0, xps, mask, unroll, params=None):
@@ -490,8 +513,8 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
     return dstate0, dP, dxps
 
 
-# Measured like _PROJECT_IN_LOOP: accumulating dW inside the reverse loop is faster there.
-_WGRAD_IN_LOOP = True
+# Like _PROJECT_IN_LOOP, for accumulating the weight gradients inside the reverse loop.
+_WGRAD_IN_LOOP: bool | None = None
 
 
 _X_TRANSPOSED = True
@@ -561,7 +584,7 @@ def _core_fwd(static, params, state0, xs, mask):
 
         def chunk_body(state, inp):
             x, m = inp
-            if _PROJECT_IN_LOOP:
+            if _project_in_loop(params):
                 final, states, _ = _run_fwd(spec, P, state, x, m, static.unroll, params)
             else:
                 final, states, _ = _run_fwd(spec, P, state, spec.cell.project_inputs(params, x),
@@ -571,7 +594,7 @@ def _core_fwd(static, params, state0, xs, mask):
         final, (starts, hs) = lax.scan(chunk_body, state0, (xs_c, mask_c))
         hs = hs.reshape((T,) + hs.shape[2:])
         return (final, hs), (params, starts, xs, mask)
-    if _PROJECT_IN_LOOP:
+    if _project_in_loop(params):
         xps = None
         final, states, res = _run_fwd(spec, P, state0, xs, mask, static.unroll, params)
     else:
@@ -598,7 +621,7 @@ def _core_bwd(static, residuals, cts):
             dstate, dP_acc, dparams_acc = carry
             start, x, m, dy = inp
             xps, pull_proj = jax.vjp(spec.cell.project_inputs, params, x)
-            if _PROJECT_IN_LOOP:
+            if _project_in_loop(params):
                 _, states, res = _run_fwd(spec, P, start, x, m, static.unroll, params)
             else:
                 _, states, res = _run_fwd(spec, P, start, xps, m, static.unroll)
@@ -615,7 +638,7 @@ def _core_bwd(static, residuals, cts):
         return dparams, dstate0, dxs, None
     params, state0, states, res, xps, xs, mask = residuals
     P, pull_prep = jax.vjp(spec.prepare, params)
-    if _WGRAD_IN_LOOP:
+    if _wgrad_in_loop(params):
         dstate0, dP, dparams_proj, dxs = _run_bwd_in_loop(spec, P, params, state0, states, res,
                                                           xs, mask, dfinal, dhs, static.unroll)
         return _add(dparams_proj, pull_prep(dP)[0]), dstate0, dxs, None
