@@ -748,9 +748,14 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=S, help="stacked layers (default 2)")
     p.add_argument("--hidden", type=int, default=S, help="hidden units per layer (default 256)")
     p.add_argument("--proj", type=int, default=S, help="LSTMP projection size (DLSTMP)")
-    for name in ("dropout", "input-dropout", "recurrent-dropout", "zoneout-h", "zoneout-c",
-                 "weight-drop"):
-        p.add_argument(f"--{name}", type=float, default=S, help="regularisation rate (0)")
+    for name, what in (
+            ("dropout", "dropout on embedding output, between layers, before the readout"),
+            ("input-dropout", "variational dropout on each layer's input (Gal & Ghahramani)"),
+            ("recurrent-dropout", "variational dropout on the fed-back h (Gal & Ghahramani)"),
+            ("zoneout-h", "zoneout probability of h (Krueger et al.)"),
+            ("zoneout-c", "zoneout probability of c, LSTM family (Krueger et al.)"),
+            ("weight-drop", "DropConnect on the recurrent matrix (Merity et al.)")):
+        p.add_argument(f"--{name}", type=float, default=S, help=f"{what}; default 0")
     return p
 
 
