@@ -181,13 +181,8 @@ def _t(w: Array) -> Array:
     return jnp.swapaxes(w, -1, -2)
 
 
-_HOIST_T = True
-
-
 def _with_transposes(P: dict) -> dict:
     """Adds ``P["T:" + name] = P[name].T`` for the matrices, computed once before the loop."""
-    if not _HOIST_T:
-        return P
     out = dict(P)
     for name, w in P.items():
         if w is not None and w.ndim == 2:
