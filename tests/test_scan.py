@@ -223,3 +223,22 @@ def test_int32_lengths_with_float64_inputs(x64):
     _, ys = seqjax.scan(cell, params, xs, lengths=np.array([3, 1], np.int32))
     np.testing.assert_array_equal(ys[1, 1:], 0.0)
     assert ys.dtype == jnp.float64
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "stack"])
+def test_forward_mode_autodiff_works_on_the_default_path(name):
+    """The fast kernels have custom VJPs; jvp/jacfwd must still work (via the reference scan)
+    and agree with reverse mode through the fast kernel."""
+    cell = CELLS[name]
+    params = cell.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 4, 2))
+    lengths = jnp.array([4, 2])
+
+    def f(x):
+        return seqjax.scan(cell, params, x, lengths=lengths)[1]
+
+    np.testing.assert_allclose(jax.jacfwd(f)(xs), jax.jacrev(f)(xs), rtol=1e-5, atol=1e-6)
+    _, tangent = jax.jvp(f, (xs,), (jnp.ones_like(xs),))
+    assert tangent.shape == f(xs).shape
+    with pytest.raises(TypeError, match="reverse-mode autodiff only"):
+        jax.jvp(lambda x: seqjax.scan(cell, params, x, impl="fused")[1], (xs,), (xs,))

@@ -150,10 +150,27 @@ def scan_layer(cell: Cell, params: PyTree, carry: PyTree, xs: Array, mask: Array
     opts = options.current()
     cell = _with_compute_dtype(cell, opts.compute_dtype)
     kind = choose(cell, xs, mask, reverse=reverse, opts=opts)
-    if kind == "cudnn":
-        return cudnn.lstm_scan(cell, params, carry, xs, mask)
-    if kind == "fused":
-        return fused_scan(cell, params, carry, xs, mask, reverse=reverse, unroll=unroll,
-                          remat=opts.remat)
+    try:
+        if kind == "cudnn":
+            return cudnn.lstm_scan(cell, params, carry, xs, mask)
+        if kind == "fused":
+            return fused_scan(cell, params, carry, xs, mask, reverse=reverse, unroll=unroll,
+                              remat=opts.remat)
+    except TypeError as err:
+        # The fast kernels define reverse-mode derivatives only (custom VJPs). Under forward-mode
+        # autodiff (jax.jvp, jacfwd, hessian, linearize) JAX refuses them while tracing; the
+        # reference scan computes the same function and supports every transformation, so take
+        # it, unless the caller forced a kernel.
+        if not _is_forward_mode_refusal(err):
+            raise
+        if opts.impl != "auto":
+            raise TypeError(f"impl={opts.impl!r} supports reverse-mode autodiff only; use "
+                            "impl='auto' or 'reference' under jax.jvp/jacfwd/hessian") from err
     return reference_scan(cell, params, carry, xs, mask, reverse=reverse, unroll=unroll,
                           remat=opts.remat)
+
+
+def _is_forward_mode_refusal(err: TypeError) -> bool:
+    """True for JAX's "can't apply forward-mode autodiff (jvp) to a custom_vjp function"."""
+    msg = str(err)
+    return "forward-mode" in msg and "custom_vjp" in msg
