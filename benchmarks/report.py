@@ -31,6 +31,36 @@ def markdown(result: dict) -> str:
         out.append(f"| {r['kind'].upper()} | {r['workload']} | {r['B']}, {r['T']}, {r['I']}, "
                    f"{r['H']} | {name} | {r['ms']:.1f} | {r['gflops']:.1f} | "
                    f"{100 * r['roofline_frac']:.0f} | {r['ms'] / f:.2f} |")
+    floor = result.get("recurrent_floor", [])
+    if floor:
+        out.append("")
+        out.append("Recurrent matmul floor: the per-step `[B, H] x [H, G*H]` matmul alone (XLA "
+                   "inside a `lax.scan`; PyTorch `torch.mm` in a loop). A training step runs it "
+                   "2T times in sequence; *train / floor* is the measured training step divided "
+                   "by that `2 T t_step` (seqjax fused over the XLA floor, `nn.LSTM`/`nn.GRU` "
+                   "over the PyTorch floor with the same threads).")
+        out.append("")
+        out.append("| layer | B, T, I, H | XLA us/step (GFLOP/s) | PyTorch us/step (GFLOP/s) | "
+                   "PyTorch 1 thread | seqjax fused train / XLA floor | "
+                   "PyTorch train / PyTorch floor |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
+        train = {(r["kind"], r["impl"], r["B"], r["T"], r["I"], r["H"]): r["ms"]
+                 for r in rows if r["workload"] == "train"}
+        for f in floor:
+            shape = (f["B"], f["T"], f["I"], f["H"])
+            fused_ms = train.get((f["kind"], "seqjax fused") + shape)
+            torch_ms = train.get((f["kind"], f"torch nn.{f['kind'].upper()}") + shape)
+            cells = [f"{f['kind'].upper()}", ", ".join(map(str, shape)),
+                     f"{f['xla_us']:.0f} ({f['xla_gflops']:.0f})"]
+            if "torch_us" in f:
+                cells += [f"{f['torch_us']:.0f} ({f['torch_gflops']:.0f})",
+                          f"{f['torch_1thread_us']:.0f} ({f['torch_1thread_gflops']:.0f})"]
+            else:
+                cells += ["", ""]
+            cells.append(f"{fused_ms / f['xla_floor_ms']:.2f}" if fused_ms else "")
+            cells.append(f"{torch_ms / f['torch_floor_ms']:.2f}"
+                         if torch_ms and "torch_floor_ms" in f else "")
+            out.append("| " + " | ".join(cells) + " |")
     gen = result["generation"]
     out.append("")
     line = (f"Generation, B=1, H={gen['H']}, vocabulary {gen['vocab']}, {gen['tokens']} tokens: "

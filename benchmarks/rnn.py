@@ -13,6 +13,9 @@ compiled before timing), and reported as ratios measured in the same run:
   FLOPs count only the matmuls every implementation must do: forward ``2 T B G H (I + H)``;
   training adds the weight gradients ``2 T B G H (I + H)`` and the recurrent input gradients
   ``2 T B G H H`` (``G`` = 4 for LSTM, 3 for GRU);
+- **recurrent matmul floor**: the per-step ``[B, H] x [H, G*H]`` matmul timed alone in XLA
+  (inside a ``lax.scan``) and in PyTorch; a training step runs it ``2 T`` times in sequence, so
+  ``2 T t_step`` bounds any implementation on that matmul library from below;
 - **generation** latency per token at B = 1, H = 512 (embedding, LSTM, softmax readout,
   sampling): ``seqjax.decode.generate`` (one compiled ``lax.scan``) against a PyTorch
   per-token Python loop;
@@ -40,8 +43,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 import seqjax
+from seqjax import kernels
 
 try:  # optional competitors: the benchmark runs without them
     import torch
@@ -145,18 +150,23 @@ def roofline(n: int, repeats: int) -> dict:
 # -- implementations: each returns (train_fn, infer_fn) closures over fixed inputs ---------------
 
 
-def _jax_pair(forward: Callable, params: Any, xs: Any):
+def _jax_pair(forward: Callable, params: Any, xs: Any, compiler_options: dict | None = None):
     """Jitted training step (grads of mean(ys^2) w.r.t. params) and inference for JAX models."""
 
     def loss(p, x):
         return jnp.mean(jnp.square(forward(p, x)))
 
-    train = jax.jit(jax.grad(loss))
-    infer = jax.jit(forward)
+    train = jax.jit(jax.grad(loss), compiler_options=compiler_options)
+    infer = jax.jit(forward, compiler_options=compiler_options)
     return (lambda: train(params, xs)), (lambda: infer(params, xs))
 
 
-def seqjax_impl(kind: str, impl: str):
+# XLA:CPU's Eigen dots instead of YNNPACK (a per-compile option; see seqjax.kernels).
+EIGEN_DOTS = kernels.XLA_CPU_EIGEN_DOTS
+eigen_dots_supported = kernels.eigen_dots_supported
+
+
+def seqjax_impl(kind: str, impl: str, compiler_options: dict | None = None):
     def build(B, T, I, H, xs):
         cell = seqjax.LSTM(H) if kind == "lstm" else seqjax.GRU(H, reset_after=True)
         params = cell.init(jax.random.key(0), I)
@@ -164,7 +174,7 @@ def seqjax_impl(kind: str, impl: str):
         def forward(p, x):
             return seqjax.scan(cell, p, x, impl=impl)[1]
 
-        return _jax_pair(forward, params, xs)
+        return _jax_pair(forward, params, xs, compiler_options)
     return build
 
 
@@ -239,6 +249,8 @@ def entries(kind: str) -> dict[str, Callable]:
     """Name -> builder for the implementations available in this environment."""
     out = {"seqjax fused": seqjax_impl(kind, "fused"),
            "seqjax reference": seqjax_impl(kind, "reference")}
+    if eigen_dots_supported():
+        out["seqjax fused, Eigen dots"] = seqjax_impl(kind, "fused", EIGEN_DOTS)
     if nn is not None:
         if kind == "lstm":
             out["flax LSTMCell"] = flax_impl(nn.LSTMCell)
@@ -311,6 +323,65 @@ def run_layers(cfg: Config, peak: float, log) -> list[dict]:
     return rows
 
 
+def run_recurrent_floor(cfg: Config, log) -> list[dict]:
+    """Time of the per-step recurrent matmul ``[B, H] x [H, G*H]`` in XLA and in PyTorch.
+
+    The recurrence is sequential: a training step must run this matmul ``T`` times forward
+    (``h @ W_hh``) and ``T`` times backward (``dA @ W_hh^T``, same FLOPs), one after the other,
+    so ``2 T t_step`` is a floor for any implementation built on that matmul library, whatever it
+    does with the rest. XLA's ``t_step`` is measured inside a ``lax.scan`` of ``T`` chained steps
+    (``h <- tanh((h @ W)[:, :H])``, as in the cells); PyTorch's as ``torch.mm(..., out=)`` in a
+    Python loop with its default threads and with one thread.
+
+    Returns:
+      One dict per (kind, shape): ``xla_us`` / ``torch_us`` / ``torch_1thread_us`` per step, the
+      GFLOP/s of each, and ``*_floor_ms = 2 T t_step`` for a training step.
+    """
+    out = []
+    for B, T, I, H in cfg.shapes:
+        for kind in ("lstm", "gru"):
+            N = GATES[kind] * H
+            flops = 2.0 * B * H * N
+            w = jax.random.normal(jax.random.key(2), (H, N), jnp.float32) / np.sqrt(H)
+            h0 = jax.random.normal(jax.random.key(3), (B, H), jnp.float32)
+
+            @jax.jit
+            def chain(w, h0, H=H, T=T):
+                def body(h, _):
+                    return jnp.tanh((h @ w)[:, :H]), None
+                return lax.scan(body, h0, None, length=T)[0]
+
+            t = time_fn(lambda w=w, h0=h0, chain=chain: chain(w, h0), max(cfg.repeats, 3))
+            row = dict(kind=kind, B=B, T=T, I=I, H=H, xla_us=1e6 * t["median_s"] / T)
+            if torch is not None:
+                a, b, o = torch.randn(B, H), torch.randn(H, N), torch.empty(B, N)
+
+                def loop(a=a, b=b, o=o, T=T):
+                    for _ in range(T):
+                        torch.mm(a, b, out=o)
+                    return o
+
+                row["torch_us"] = 1e6 * time_fn(loop, max(cfg.repeats, 3))["median_s"] / T
+                before = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    row["torch_1thread_us"] = 1e6 * time_fn(loop, max(cfg.repeats, 3))[
+                        "median_s"] / T
+                finally:
+                    torch.set_num_threads(before)
+            for lib in ("xla", "torch", "torch_1thread"):
+                if f"{lib}_us" in row:
+                    row[f"{lib}_gflops"] = flops / (row[f"{lib}_us"] * 1e-6) / 1e9
+                    row[f"{lib}_floor_ms"] = 2 * T * row[f"{lib}_us"] / 1e3
+            out.append(row)
+            log(f"  recurrent matmul {kind:4s} [{B}, {H}] x [{H}, {N}]: XLA "
+                f"{row['xla_us']:7.1f} us ({row['xla_gflops']:5.1f} GFLOP/s)"
+                + (f", torch {row['torch_us']:7.1f} us ({row['torch_gflops']:5.1f}), "
+                   f"1 thread {row['torch_1thread_us']:7.1f} us "
+                   f"({row['torch_1thread_gflops']:5.1f})" if "torch_us" in row else ""))
+    return out
+
+
 def ratios(rows: list[dict]) -> list[dict]:
     """seqjax fused speed relative to every other entry of the same shape and workload."""
     out = []
@@ -351,8 +422,7 @@ def run_generation(cfg: Config, repeats: int) -> dict:
                                temperature=1.0)[0]
 
     res = {"B": 1, "H": H, "vocab": V, "tokens": N}
-    t = time_fn(gen, repeats)
-    res["seqjax_ms_per_token"] = 1e3 * t["median_s"] / N
+    fns = {"seqjax": gen}
     if torch is not None:
         torch.manual_seed(0)
         emb, lstm, out = torch.nn.Embedding(V, E), torch.nn.LSTM(E, H), torch.nn.Linear(H, V)
@@ -369,15 +439,22 @@ def run_generation(cfg: Config, repeats: int) -> dict:
                     toks.append(tok)
                 return torch.stack(toks)
 
-        t = time_fn(torch_gen, repeats)
-        res["torch_loop_default_threads_ms_per_token"] = 1e3 * t["median_s"] / N
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            t = time_fn(torch_gen, repeats)
-        finally:
-            torch.set_num_threads(before)
-        res["torch_loop_1_thread_ms_per_token"] = 1e3 * t["median_s"] / N
+        def torch_gen_1thread():
+            before = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return torch_gen()
+            finally:
+                torch.set_num_threads(before)
+
+        fns.update(torch_default=torch_gen, torch_1thread=torch_gen_1thread)
+    # interleaved rounds: PyTorch's per-token Python overhead varies run to run
+    timed = time_interleaved(fns, repeats)
+    res["seqjax_ms_per_token"] = 1e3 * timed["seqjax"]["median_s"] / N
+    if torch is not None:
+        res["torch_loop_default_threads_ms_per_token"] = 1e3 * timed["torch_default"][
+            "median_s"] / N
+        res["torch_loop_1_thread_ms_per_token"] = 1e3 * timed["torch_1thread"]["median_s"] / N
         # compare with the faster PyTorch setting (one thread wins on a loaded machine)
         res["torch_loop_ms_per_token"] = min(res["torch_loop_default_threads_ms_per_token"],
                                              res["torch_loop_1_thread_ms_per_token"])
@@ -570,7 +647,8 @@ def main(argv: list[str] | None = None) -> dict:
         ``--repeats N``, ``--no-plot``.
 
     Returns:
-      ``{"config", "environment", "roofline", "layers", "ratios", "generation", "scaling"}``.
+      ``{"config", "environment", "roofline", "layers", "ratios", "recurrent_floor",
+      "generation", "scaling", "targets", "wall_s"}``.
     """
     ap = argparse.ArgumentParser(prog="python -m benchmarks.rnn", description=__doc__.split(
         "\n")[0])
@@ -592,11 +670,13 @@ def main(argv: list[str] | None = None) -> dict:
     roof = roofline(cfg.roofline_n, max(cfg.repeats, 3))
     log(f"matmul roofline: {roof}")
     rows = run_layers(cfg, roof["gflops"], log)
-    gen = run_generation(cfg, max(2, cfg.repeats // 2))
+    floor = run_recurrent_floor(cfg, log)
+    gen = run_generation(cfg, 2 if cfg.quick else 7)
     log(f"generation: {gen}")
     scaling = run_scaling(cfg, log)
     result = dict(config=dataclasses.asdict(cfg), environment=env, roofline=roof, layers=rows,
-                  ratios=ratios(rows), generation=gen, scaling=scaling)
+                  ratios=ratios(rows), recurrent_floor=floor, generation=gen,
+                  scaling=scaling)
     result["environment"]["load_average_end"] = os.getloadavg()
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - t_start

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 
+import jax
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
@@ -81,6 +83,35 @@ def test_targets_summarise_the_issue_goals(quick_result):
     assert gen["met"] == (result["generation"]["speedup"] >= 3)
 
 
+def test_recurrent_floor_covers_every_shape(quick_result):
+    _, result = quick_result
+    floor = result["recurrent_floor"]
+    cfg = rnn.make_config(True, None)
+    assert {(f["kind"], f["B"], f["T"], f["I"], f["H"]) for f in floor} == {
+        (k, *s) for k in ("lstm", "gru") for s in cfg.shapes}
+    for f in floor:
+        for lib in ("xla", "torch", "torch_1thread"):
+            if f"{lib}_us" not in f:
+                continue
+            N = rnn.GATES[f["kind"]] * f["H"]
+            assert f[f"{lib}_gflops"] == pytest.approx(
+                2 * f["B"] * f["H"] * N / (f[f"{lib}_us"] * 1e-6) / 1e9)
+            assert f[f"{lib}_floor_ms"] == pytest.approx(2 * f["T"] * f[f"{lib}_us"] / 1e3)
+
+
+def test_eigen_dots_entry_matches_fused_values():
+    # the compiler option changes which matmul library XLA:CPU calls, not the numbers
+    if not rnn.eigen_dots_supported():
+        pytest.skip("XLA:CPU with the Eigen-dots option is not this backend")
+    xs = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    base = rnn.seqjax_impl("lstm", "fused")(2, 5, 3, 4, xs)
+    eig = rnn.seqjax_impl("lstm", "fused", rnn.EIGEN_DOTS)(2, 5, 3, 4, xs)
+    for a, b in zip(base, eig, strict=True):
+        np.testing.assert_allclose(np.asarray(jax.tree_util.tree_leaves(a())[0]),
+                                   np.asarray(jax.tree_util.tree_leaves(b())[0]),
+                                   rtol=1e-5, atol=1e-6)
+
+
 def test_flop_count_matches_hand_count():
     # LSTM, B=2, T=3, I=5, H=7: forward 2*T*B*4H*(I+H); training adds dW (same) and dh (H*H)
     fwd = 2 * 3 * 2 * 28 * 12
@@ -94,7 +125,11 @@ def test_markdown_report_lists_every_row(quick_result):
 
     _, result = quick_result
     text = report.markdown(json.loads(json.dumps(result)))
-    table_rows = [line for line in text.splitlines() if line.startswith("| LSTM")
-                  or line.startswith("| GRU")]
+    table_rows = [line for line in text.splitlines()
+                  if line.startswith(("| LSTM | train", "| LSTM | infer", "| GRU | train",
+                                      "| GRU | infer"))]
     assert len(table_rows) == len(result["layers"])
+    floor_rows = [line for line in text.splitlines() if line.startswith(("| LSTM | 4,",
+                                                                         "| GRU | 4,"))]
+    assert len(floor_rows) == len(result["recurrent_floor"])
     assert "Remat" in text and "Generation" in text

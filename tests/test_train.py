@@ -204,6 +204,32 @@ def test_loss_goes_down_and_every_parameter_gets_gradient(lm_step):
     assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
 
 
+def test_compiler_options_reach_the_compilation(lm_step):
+    config, opt, step = lm_step
+    params = tw.init_fn(config)(jax.random.key(2))
+    batch = tw.lm_batch(0, 4)
+    # an option XLA does not know is rejected when the step compiles: proof it is passed on
+    bad = train.make_train_step(tw.loss_fn(config), opt, donate=False,
+                                compiler_options={"xla_no_such_option_seqjax": True})
+    with pytest.raises(Exception, match="xla_no_such_option_seqjax"):
+        bad(train.TrainState.create(params, opt, 0), batch)
+    bad_eval = train.make_eval_step(tw.loss_fn(config),
+                                    compiler_options={"xla_no_such_option_seqjax": True})
+    with pytest.raises(Exception, match="xla_no_such_option_seqjax"):
+        bad_eval(params, batch)
+    if not seqjax.kernels.eigen_dots_supported():
+        return  # the tuning option is XLA:CPU-only
+    # the Eigen-dots option changes the matmul library, not the result
+    tuned = train.make_train_step(tw.loss_fn(config), opt,
+                                  compiler_options=seqjax.kernels.XLA_CPU_EIGEN_DOTS)
+    fresh = lambda: train.TrainState.create(tw.init_fn(config)(jax.random.key(2)), opt, 0)  # noqa: E731 - donated
+    s_ref, m_ref = step(fresh(), batch)
+    s_new, m_new = tuned(fresh(), batch)
+    np.testing.assert_allclose(float(m_new["loss_sum"]), float(m_ref["loss_sum"]), rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 s_new.params, s_ref.params)
+
+
 def test_nonfinite_step_is_a_noop_and_recorded(lm_step):
     config, opt, step = lm_step
     state = train.TrainState.create(tw.init_fn(config)(jax.random.key(1)), opt, 0)

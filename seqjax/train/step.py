@@ -162,6 +162,7 @@ def make_train_step(
     initial_carry: PyTree | None = None,
     donate: bool = True,
     jit: bool = True,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Callable[[TrainState, Any], tuple[TrainState, dict[str, Array]]]:
     """Turns a loss function into one jitted ``train_step(state, batch) -> (state, metrics)``.
 
@@ -195,6 +196,8 @@ def make_train_step(
       initial_carry: what reset rows become; None means zeros.
       donate: donate the input state's buffers (the caller must not reuse ``state``).
       jit: compile the step (False returns the plain function, for debugging).
+      compiler_options: XLA options for this compilation (``jax.jit(compiler_options=)``), e.g.
+        :data:`seqjax.kernels.XLA_CPU_EIGEN_DOTS` for large hidden sizes on CPU.
 
     Returns:
       ``train_step(state, batch) -> (new_state, metrics)``.
@@ -272,7 +275,8 @@ def make_train_step(
 
     if not jit:
         return train_step
-    return jax.jit(train_step, donate_argnums=(0,) if donate else ())
+    return jax.jit(train_step, donate_argnums=(0,) if donate else (),
+                   compiler_options=compiler_options)
 
 
 def make_eval_step(
@@ -281,6 +285,7 @@ def make_eval_step(
     reset_key: str | None = "reset",
     initial_carry: PyTree | None = None,
     jit: bool = True,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Callable[..., tuple[dict[str, Array], PyTree]]:
     """A jitted ``eval_step(params, batch, carry=None) -> (metrics, new_carry)``.
 
@@ -294,6 +299,7 @@ def make_eval_step(
       reset_key: the batch key of the bool ``[B]`` reset mask, or None.
       initial_carry: what reset rows become; None means zeros.
       jit: compile the step.
+      compiler_options: XLA options for this compilation, as in :func:`make_train_step`.
 
     Returns:
       ``eval_step(params, batch, carry=None) -> (metrics, new_carry or None)``.
@@ -322,7 +328,7 @@ def make_eval_step(
         }
         return metrics, (out.carry if carry is not None else None)
 
-    return jax.jit(eval_step) if jit else eval_step
+    return jax.jit(eval_step, compiler_options=compiler_options) if jit else eval_step
 
 
 def summarize_metrics(sums: Mapping[str, Any]) -> dict[str, float]:
