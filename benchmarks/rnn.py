@@ -1,6 +1,6 @@
 """Recurrent layers side by side: seqjax (fused and reference paths), Flax, Equinox, PyTorch.
 
-Run ``python -m benchmarks.rnn`` (about 6-9 minutes on 2 CPU cores) or ``--quick`` (tiny shapes,
+Run ``python -m benchmarks.rnn`` (about 3-4 minutes on an idle 2-core CPU) or ``--quick`` (tiny shapes,
 seconds; what the test suite runs). Everything is measured in one process on the same shapes,
 dtype (float32) and inputs, as medians of repeated runs after a warm-up (JAX functions are
 compiled before timing), and reported as ratios measured in the same run:
