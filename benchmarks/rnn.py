@@ -1,9 +1,9 @@
 """Recurrent layers side by side: seqjax (fused and reference paths), Flax, Equinox, PyTorch.
 
-Run ``python -m benchmarks.rnn`` (about 3-4 minutes on an idle 2-core CPU) or ``--quick`` (tiny shapes,
-seconds; what the test suite runs). Everything is measured in one process on the same shapes,
-dtype (float32) and inputs, as medians of repeated runs after a warm-up (JAX functions are
-compiled before timing), and reported as ratios measured in the same run:
+Run ``python -m benchmarks.rnn`` (about 3-4 minutes on an idle 2-core CPU) or ``--quick``
+(tiny shapes, seconds; what the test suite runs). Everything is measured in one process on the
+same shapes, dtype (float32) and inputs, as medians of repeated runs after a warm-up (JAX
+functions are compiled before timing), and reported as ratios measured in the same run:
 
 - **training step** (forward + backward of ``mean(ys**2)`` w.r.t. the parameters) and
   **inference** (forward) for one LSTM and one GRU layer at ``(B, T, I, H)`` =
