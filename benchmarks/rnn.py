@@ -209,21 +209,23 @@ def equinox_impl(kind: str):
     return build
 
 
+def pinned(fn: Callable[[], Any], threads: int | None) -> Callable[[], Any]:
+    """``fn`` run with ``torch.set_num_threads(threads)`` (restored after); None: unchanged."""
+    if threads is None:
+        return fn
+
+    def run():
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+    return run
+
+
 def torch_impl(kind: str, threads: int | None = None):
     """PyTorch ``nn.LSTM``/``nn.GRU``; ``threads`` pins ``torch.set_num_threads`` while it runs."""
-
-    def pinned(fn):
-        if threads is None:
-            return fn
-
-        def run():
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            try:
-                return fn()
-            finally:
-                torch.set_num_threads(before)
-        return run
 
     def build(B, T, I, H, xs):
         torch.manual_seed(0)
@@ -241,7 +243,7 @@ def torch_impl(kind: str, threads: int | None = None):
             with torch.no_grad():
                 return model(x)[0]
 
-        return pinned(train), pinned(infer)
+        return pinned(train, threads), pinned(infer, threads)
     return build
 
 
@@ -362,13 +364,8 @@ def run_recurrent_floor(cfg: Config, log) -> list[dict]:
                     return o
 
                 row["torch_us"] = 1e6 * time_fn(loop, max(cfg.repeats, 3))["median_s"] / T
-                before = torch.get_num_threads()
-                torch.set_num_threads(1)
-                try:
-                    row["torch_1thread_us"] = 1e6 * time_fn(loop, max(cfg.repeats, 3))[
-                        "median_s"] / T
-                finally:
-                    torch.set_num_threads(before)
+                row["torch_1thread_us"] = 1e6 * time_fn(pinned(loop, 1), max(cfg.repeats, 3))[
+                    "median_s"] / T
             for lib in ("xla", "torch", "torch_1thread"):
                 if f"{lib}_us" in row:
                     row[f"{lib}_gflops"] = flops / (row[f"{lib}_us"] * 1e-6) / 1e9
@@ -439,15 +436,7 @@ def run_generation(cfg: Config, repeats: int) -> dict:
                     toks.append(tok)
                 return torch.stack(toks)
 
-        def torch_gen_1thread():
-            before = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return torch_gen()
-            finally:
-                torch.set_num_threads(before)
-
-        fns.update(torch_default=torch_gen, torch_1thread=torch_gen_1thread)
+        fns.update(torch_default=torch_gen, torch_1thread=pinned(torch_gen, 1))
     # interleaved rounds: PyTorch's per-token Python overhead varies run to run
     timed = time_interleaved(fns, repeats)
     res["seqjax_ms_per_token"] = 1e3 * timed["seqjax"]["median_s"] / N
