@@ -84,10 +84,30 @@ class Config:
 
 def make_config(quick: bool, repeats: int | None) -> Config:
     if quick:
-        return Config(QUICK_SHAPES, repeats or 1, [8, 16, 32], (4, 8, 16), (4, 64, 8, 16),
-                      32, 16, 16, 256, True)
-    return Config(FULL_SHAPES, repeats or 3, [128, 256, 512, 1024, 2048, 4096], (32, 256, 256),
-                  (32, 4096, 512, 512), 512, 256, 256, 2048, False)
+        return Config(
+            QUICK_SHAPES,
+            repeats or 1,
+            [8, 16, 32],
+            (4, 8, 16),
+            (4, 64, 8, 16),
+            32,
+            16,
+            16,
+            256,
+            True,
+        )
+    return Config(
+        FULL_SHAPES,
+        repeats or 3,
+        [128, 256, 512, 1024, 2048, 4096],
+        (32, 256, 256),
+        (32, 4096, 512, 512),
+        512,
+        256,
+        256,
+        2048,
+        False,
+    )
 
 
 # -- timing -------------------------------------------------------------------------------------
@@ -99,8 +119,9 @@ def _block(out):
     return jax.block_until_ready(out)
 
 
-def time_fn(fn: Callable[[], Any], repeats: int, warmup: int = 1,
-            budget_s: float | None = None) -> dict:
+def time_fn(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, budget_s: float | None = None
+) -> dict:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs.
 
     Args:
@@ -139,10 +160,10 @@ def roofline(n: int, repeats: int) -> dict:
     out = {}
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     mm = jax.jit(lambda x: x @ x)
-    out["xla_gflops"] = 2 * n ** 3 / time_fn(lambda: mm(a), repeats)["median_s"] / 1e9
+    out["xla_gflops"] = 2 * n**3 / time_fn(lambda: mm(a), repeats)["median_s"] / 1e9
     if torch is not None:
         t = torch.randn(n, n)
-        out["torch_gflops"] = 2 * n ** 3 / time_fn(lambda: t @ t, repeats)["median_s"] / 1e9
+        out["torch_gflops"] = 2 * n**3 / time_fn(lambda: t @ t, repeats)["median_s"] / 1e9
     out["gflops"] = max(v for k, v in out.items() if k.endswith("_gflops"))
     return out
 
@@ -175,6 +196,7 @@ def seqjax_impl(kind: str, impl: str, compiler_options: dict | None = None):
             return seqjax.scan(cell, p, x, impl=impl)[1]
 
         return _jax_pair(forward, params, xs, compiler_options)
+
     return build
 
 
@@ -183,6 +205,7 @@ def flax_impl(cell_cls):
         model = nn.RNN(cell_cls(H))
         params = model.init(jax.random.key(0), xs)
         return _jax_pair(lambda p, x: model.apply(p, x), params, xs)
+
     return build
 
 
@@ -206,6 +229,7 @@ def equinox_impl(kind: str):
             return jnp.swapaxes(ys, 0, 1)
 
         return _jax_pair(forward, params, xs)
+
     return build
 
 
@@ -221,6 +245,7 @@ def pinned(fn: Callable[[], Any], threads: int | None) -> Callable[[], Any]:
             return fn()
         finally:
             torch.set_num_threads(before)
+
     return run
 
 
@@ -244,13 +269,16 @@ def torch_impl(kind: str, threads: int | None = None):
                 return model(x)[0]
 
         return pinned(train, threads), pinned(infer, threads)
+
     return build
 
 
 def entries(kind: str) -> dict[str, Callable]:
     """Name -> builder for the implementations available in this environment."""
-    out = {"seqjax fused": seqjax_impl(kind, "fused"),
-           "seqjax reference": seqjax_impl(kind, "reference")}
+    out = {
+        "seqjax fused": seqjax_impl(kind, "fused"),
+        "seqjax reference": seqjax_impl(kind, "reference"),
+    }
     if eigen_dots_supported():
         out["seqjax fused, Eigen dots"] = seqjax_impl(kind, "fused", EIGEN_DOTS)
     if nn is not None:
@@ -272,8 +300,9 @@ def entries(kind: str) -> dict[str, Callable]:
 # -- workloads ----------------------------------------------------------------------------------
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
-                     budget_s: float | None = None) -> dict[str, dict]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, budget_s: float | None = None
+) -> dict[str, dict]:
     """Times several callables round-robin: one warm-up each, then ``repeats`` rounds.
 
     Interleaving makes the ratios between entries robust to load that changes during the run
@@ -298,8 +327,10 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
             times[name].append(time.perf_counter() - t)
         if budget_s is not None and time.perf_counter() - start > budget_s:
             break
-    return {k: {"median_s": statistics.median(v), "min_s": min(v), "runs": len(v)}
-            for k, v in times.items()}
+    return {
+        k: {"median_s": statistics.median(v), "min_s": min(v), "runs": len(v)}
+        for k, v in times.items()
+    }
 
 
 def run_layers(cfg: Config, peak: float, log) -> list[dict]:
@@ -310,18 +341,29 @@ def run_layers(cfg: Config, peak: float, log) -> list[dict]:
             built = {name: build(B, T, I, H, xs) for name, build in entries(kind).items()}
             for w, workload in enumerate(("train", "infer")):
                 budget = None if cfg.quick else 40.0
-                timed = time_interleaved({k: v[w] for k, v in built.items()}, cfg.repeats,
-                                         budget)
+                timed = time_interleaved({k: v[w] for k, v in built.items()}, cfg.repeats, budget)
                 flops = matmul_flops(kind, B, T, I, H, workload == "train")
                 for name, t in timed.items():
-                    row = dict(kind=kind, impl=name, workload=workload, B=B, T=T, I=I, H=H,
-                               ms=1e3 * t["median_s"], min_ms=1e3 * t["min_s"], runs=t["runs"],
-                               gflops=flops / t["median_s"] / 1e9)
+                    row = dict(
+                        kind=kind,
+                        impl=name,
+                        workload=workload,
+                        B=B,
+                        T=T,
+                        I=I,
+                        H=H,
+                        ms=1e3 * t["median_s"],
+                        min_ms=1e3 * t["min_s"],
+                        runs=t["runs"],
+                        gflops=flops / t["median_s"] / 1e9,
+                    )
                     row["roofline_frac"] = row["gflops"] / peak
                     rows.append(row)
-                    log(f"  {kind:4s} {workload:5s} B={B} T={T} I={I} H={H}  {name:24s} "
+                    log(
+                        f"  {kind:4s} {workload:5s} B={B} T={T} I={I} H={H}  {name:24s} "
                         f"{row['ms']:9.2f} ms  {row['gflops']:6.1f} GFLOP/s "
-                        f"({100 * row['roofline_frac']:.0f}% of roofline, {t['runs']} runs)")
+                        f"({100 * row['roofline_frac']:.0f}% of roofline, {t['runs']} runs)"
+                    )
     return rows
 
 
@@ -351,6 +393,7 @@ def run_recurrent_floor(cfg: Config, log) -> list[dict]:
             def chain(w, h0, H=H, T=T):
                 def body(h, _):
                     return jnp.tanh((h @ w)[:, :H]), None
+
                 return lax.scan(body, h0, None, length=T)[0]
 
             t = time_fn(lambda w=w, h0=h0, chain=chain: chain(w, h0), max(cfg.repeats, 3))
@@ -364,18 +407,25 @@ def run_recurrent_floor(cfg: Config, log) -> list[dict]:
                     return o
 
                 row["torch_us"] = 1e6 * time_fn(loop, max(cfg.repeats, 3))["median_s"] / T
-                row["torch_1thread_us"] = 1e6 * time_fn(pinned(loop, 1), max(cfg.repeats, 3))[
-                    "median_s"] / T
+                row["torch_1thread_us"] = (
+                    1e6 * time_fn(pinned(loop, 1), max(cfg.repeats, 3))["median_s"] / T
+                )
             for lib in ("xla", "torch", "torch_1thread"):
                 if f"{lib}_us" in row:
                     row[f"{lib}_gflops"] = flops / (row[f"{lib}_us"] * 1e-6) / 1e9
                     row[f"{lib}_floor_ms"] = 2 * T * row[f"{lib}_us"] / 1e3
             out.append(row)
-            log(f"  recurrent matmul {kind:4s} [{B}, {H}] x [{H}, {N}]: XLA "
+            log(
+                f"  recurrent matmul {kind:4s} [{B}, {H}] x [{H}, {N}]: XLA "
                 f"{row['xla_us']:7.1f} us ({row['xla_gflops']:5.1f} GFLOP/s)"
-                + (f", torch {row['torch_us']:7.1f} us ({row['torch_gflops']:5.1f}), "
-                   f"1 thread {row['torch_1thread_us']:7.1f} us "
-                   f"({row['torch_1thread_gflops']:5.1f})" if "torch_us" in row else ""))
+                + (
+                    f", torch {row['torch_us']:7.1f} us ({row['torch_gflops']:5.1f}), "
+                    f"1 thread {row['torch_1thread_us']:7.1f} us "
+                    f"({row['torch_1thread_gflops']:5.1f})"
+                    if "torch_us" in row
+                    else ""
+                )
+            )
     return out
 
 
@@ -391,8 +441,13 @@ def ratios(rows: list[dict]) -> list[dict]:
             continue
         for impl, ms in g.items():
             if impl != "seqjax fused":
-                out.append(dict(zip(("kind", "workload", "B", "T", "I", "H"), k, strict=True),
-                                versus=impl, speedup=ms / g["seqjax fused"]))
+                out.append(
+                    dict(
+                        zip(("kind", "workload", "B", "T", "I", "H"), k, strict=True),
+                        versus=impl,
+                        speedup=ms / g["seqjax fused"],
+                    )
+                )
     return out
 
 
@@ -404,8 +459,11 @@ def run_generation(cfg: Config, repeats: int) -> dict:
     E = H
     cell = seqjax.LSTM(H)
     k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-    params = dict(emb=0.1 * jax.random.normal(k1, (V, E)), cell=cell.init(k2, E),
-                  out=0.05 * jax.random.normal(k3, (H, V)))
+    params = dict(
+        emb=0.1 * jax.random.normal(k1, (V, E)),
+        cell=cell.init(k2, E),
+        out=0.05 * jax.random.normal(k3, (H, V)),
+    )
 
     def step_fn(p, carry, tok):
         carry, h = cell(p["cell"], carry, p["emb"][tok])
@@ -415,8 +473,9 @@ def run_generation(cfg: Config, repeats: int) -> dict:
     carry0 = cell.initial_carry((1,))
 
     def gen():
-        return decode.generate(step_fn, params, carry0, prompt, jax.random.key(1), length=N,
-                               temperature=1.0)[0]
+        return decode.generate(
+            step_fn, params, carry0, prompt, jax.random.key(1), length=N, temperature=1.0
+        )[0]
 
     res = {"B": 1, "H": H, "vocab": V, "tokens": N}
     fns = {"seqjax": gen}
@@ -441,12 +500,14 @@ def run_generation(cfg: Config, repeats: int) -> dict:
     timed = time_interleaved(fns, repeats)
     res["seqjax_ms_per_token"] = 1e3 * timed["seqjax"]["median_s"] / N
     if torch is not None:
-        res["torch_loop_default_threads_ms_per_token"] = 1e3 * timed["torch_default"][
-            "median_s"] / N
+        res["torch_loop_default_threads_ms_per_token"] = (
+            1e3 * timed["torch_default"]["median_s"] / N
+        )
         res["torch_loop_1_thread_ms_per_token"] = 1e3 * timed["torch_1thread"]["median_s"] / N
         # compare with the faster PyTorch setting (one thread wins on a loaded machine)
-        res["torch_loop_ms_per_token"] = min(res["torch_loop_default_threads_ms_per_token"],
-                                             res["torch_loop_1_thread_ms_per_token"])
+        res["torch_loop_ms_per_token"] = min(
+            res["torch_loop_default_threads_ms_per_token"], res["torch_loop_1_thread_ms_per_token"]
+        )
         res["speedup"] = res["torch_loop_ms_per_token"] / res["seqjax_ms_per_token"]
     return res
 
@@ -454,14 +515,19 @@ def run_generation(cfg: Config, repeats: int) -> dict:
 def _compiled_train(cell, params, xs, remat):
     def loss(p, x):
         return jnp.mean(jnp.square(seqjax.scan(cell, p, x, remat=remat)[1]))
+
     return jax.jit(jax.grad(loss)).lower(params, xs).compile()
 
 
 def _peak_bytes(compiled) -> dict:
     m = compiled.memory_analysis()
-    total = (m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes
-             - m.alias_size_in_bytes)
-    return {"temp_mb": m.temp_size_in_bytes / 2 ** 20, "peak_mb": total / 2 ** 20}
+    total = (
+        m.temp_size_in_bytes
+        + m.argument_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+    return {"temp_mb": m.temp_size_in_bytes / 2**20, "peak_mb": total / 2**20}
 
 
 def run_scaling(cfg: Config, log) -> dict:
@@ -495,8 +561,10 @@ def run_scaling(cfg: Config, log) -> dict:
         mem = _peak_bytes(compiled)
         t = time_fn(lambda c=compiled: c(params, xs), 1 if not cfg.quick else 2, warmup=0)
         rem[label] = dict(ms=1e3 * t["median_s"], **mem)
-        log(f"  remat={remat!s:5s} B={B} T={T} H={H}: {1e3 * t['median_s']:9.1f} ms, "
-            f"peak {mem['peak_mb']:8.1f} MiB (temporaries {mem['temp_mb']:8.1f} MiB)")
+        log(
+            f"  remat={remat!s:5s} B={B} T={T} H={H}: {1e3 * t['median_s']:9.1f} ms, "
+            f"peak {mem['peak_mb']:8.1f} MiB (temporaries {mem['temp_mb']:8.1f} MiB)"
+        )
     rem["memory_ratio"] = rem["remat"]["peak_mb"] / rem["no_remat"]["peak_mb"]
     rem["time_ratio"] = rem["remat"]["ms"] / rem["no_remat"]["ms"]
     out["remat"] = rem
@@ -521,7 +589,11 @@ def targets(result: dict) -> list[dict]:
     def ms(kind, impl, shape, workload="train"):
         for r in rows:
             if (r["kind"], r["impl"], r["workload"], (r["B"], r["T"], r["I"], r["H"])) == (
-                    kind, impl, workload, shape):
+                kind,
+                impl,
+                workload,
+                shape,
+            ):
                 return r["ms"], r
         return None, None
 
@@ -532,46 +604,83 @@ def targets(result: dict) -> list[dict]:
             if fused is None:
                 continue
             label = f"{kind} train {shape}"
-            for impl, goal in ((f"torch nn.{kind.upper()}", 1.0),
-                               (f"torch nn.{kind.upper()} 1 thread", 1.0),
-                               ("flax OptimizedLSTMCell", 1.3)):
+            for impl, goal in (
+                (f"torch nn.{kind.upper()}", 1.0),
+                (f"torch nn.{kind.upper()} 1 thread", 1.0),
+                ("flax OptimizedLSTMCell", 1.3),
+            ):
                 other, _ = ms(kind, impl, shape)
                 if other is not None:
-                    out.append(dict(name=f"{label}: speed vs {impl}", value=other / fused,
-                                    goal=f">= {goal}x", met=other / fused >= goal))
+                    out.append(
+                        dict(
+                            name=f"{label}: speed vs {impl}",
+                            value=other / fused,
+                            goal=f">= {goal}x",
+                            met=other / fused >= goal,
+                        )
+                    )
             if kind == "lstm" and shape[-1] >= 512:
-                out.append(dict(name=f"{label}: fraction of matmul roofline",
-                                value=row["roofline_frac"], goal=">= 0.75",
-                                met=row["roofline_frac"] >= 0.75))
+                out.append(
+                    dict(
+                        name=f"{label}: fraction of matmul roofline",
+                        value=row["roofline_frac"],
+                        goal=">= 0.75",
+                        met=row["roofline_frac"] >= 0.75,
+                    )
+                )
     gen = result.get("generation", {})
     if "speedup" in gen:
-        out.append(dict(name="generation vs PyTorch per-token loop", value=gen["speedup"],
-                        goal=">= 3x", met=gen["speedup"] >= 3))
+        out.append(
+            dict(
+                name="generation vs PyTorch per-token loop",
+                value=gen["speedup"],
+                goal=">= 3x",
+                met=gen["speedup"] >= 3,
+            )
+        )
     rem = result.get("scaling", {}).get("remat")
     if rem:
-        out.append(dict(name=f"remat peak memory ratio {rem['shape']}",
-                        value=rem["memory_ratio"], goal="<= 0.333",
-                        met=rem["memory_ratio"] <= 1 / 3))
-        out.append(dict(name=f"remat time ratio {rem['shape']}", value=rem["time_ratio"],
-                        goal="<= 1.4", met=rem["time_ratio"] <= 1.4))
+        out.append(
+            dict(
+                name=f"remat peak memory ratio {rem['shape']}",
+                value=rem["memory_ratio"],
+                goal="<= 0.333",
+                met=rem["memory_ratio"] <= 1 / 3,
+            )
+        )
+        out.append(
+            dict(
+                name=f"remat time ratio {rem['shape']}",
+                value=rem["time_ratio"],
+                goal="<= 1.4",
+                met=rem["time_ratio"] <= 1.4,
+            )
+        )
     return out
 
 
 def format_table(rows: list[dict]) -> str:
     lines = []
-    header = f"{'layer':5s} {'work':5s} {'B,T,I,H':>18s}  {'implementation':24s} " \
-             f"{'ms':>10s} {'GFLOP/s':>8s} {'roofline':>8s} {'fused x':>8s}"
+    header = (
+        f"{'layer':5s} {'work':5s} {'B,T,I,H':>18s}  {'implementation':24s} "
+        f"{'ms':>10s} {'GFLOP/s':>8s} {'roofline':>8s} {'fused x':>8s}"
+    )
     lines.append(header)
     lines.append("-" * len(header))
-    fused = {(r["kind"], r["workload"], r["B"], r["T"], r["I"], r["H"]): r["ms"]
-             for r in rows if r["impl"] == "seqjax fused"}
+    fused = {
+        (r["kind"], r["workload"], r["B"], r["T"], r["I"], r["H"]): r["ms"]
+        for r in rows
+        if r["impl"] == "seqjax fused"
+    }
     for r in rows:
         shape = f"{r['B']},{r['T']},{r['I']},{r['H']}"
         f = fused.get((r["kind"], r["workload"], r["B"], r["T"], r["I"], r["H"]))
         speed = f"{r['ms'] / f:7.2f}x" if f else ""
-        lines.append(f"{r['kind']:5s} {r['workload']:5s} {shape:>18s}  {r['impl']:24s} "
-                     f"{r['ms']:10.2f} {r['gflops']:8.1f} {100 * r['roofline_frac']:7.0f}% "
-                     f"{speed:>8s}")
+        lines.append(
+            f"{r['kind']:5s} {r['workload']:5s} {shape:>18s}  {r['impl']:24s} "
+            f"{r['ms']:10.2f} {r['gflops']:8.1f} {100 * r['roofline_frac']:7.0f}% "
+            f"{speed:>8s}"
+        )
     return "\n".join(lines)
 
 
@@ -590,8 +699,13 @@ def plot(result: dict, path: str) -> None:
         for k, impl in enumerate(impls):
             vals = []
             for s in shapes:
-                match = [r for r in rows if r["kind"] == kind and r["impl"] == impl
-                         and (r["B"], r["T"], r["I"], r["H"]) == s]
+                match = [
+                    r
+                    for r in rows
+                    if r["kind"] == kind
+                    and r["impl"] == impl
+                    and (r["B"], r["T"], r["I"], r["H"]) == s
+                ]
                 vals.append(100 * match[0]["roofline_frac"] if match else 0.0)
             ax.bar(np.arange(len(shapes)) + k * width, vals, width, label=impl)
         ax.set_xticks(np.arange(len(shapes)) + 0.4 - width / 2)
@@ -615,9 +729,14 @@ def plot(result: dict, path: str) -> None:
 
 
 def environment() -> dict:
-    env = dict(python=platform.python_version(), jax=jax.__version__,
-               backend=jax.default_backend(), devices=str(jax.devices()),
-               cpu_count=os.cpu_count(), platform=platform.platform())
+    env = dict(
+        python=platform.python_version(),
+        jax=jax.__version__,
+        backend=jax.default_backend(),
+        devices=str(jax.devices()),
+        cpu_count=os.cpu_count(),
+        platform=platform.platform(),
+    )
     try:
         env["load_average"] = os.getloadavg()
     except OSError:  # pragma: no cover
@@ -639,11 +758,15 @@ def main(argv: list[str] | None = None) -> dict:
       ``{"config", "environment", "roofline", "layers", "ratios", "recurrent_floor",
       "generation", "scaling", "targets", "wall_s"}``.
     """
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.rnn", description=__doc__.split(
-        "\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.rnn", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("--quick", action="store_true", help="tiny shapes, few repeats (tests)")
-    ap.add_argument("--out", default=os.path.join("benchmarks", "results"),
-                    help="directory for rnn.json and rnn.png")
+    ap.add_argument(
+        "--out",
+        default=os.path.join("benchmarks", "results"),
+        help="directory for rnn.json and rnn.png",
+    )
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per entry")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = ap.parse_args(argv)
@@ -663,20 +786,34 @@ def main(argv: list[str] | None = None) -> dict:
     gen = run_generation(cfg, 2 if cfg.quick else 7)
     log(f"generation: {gen}")
     scaling = run_scaling(cfg, log)
-    result = dict(config=dataclasses.asdict(cfg), environment=env, roofline=roof, layers=rows,
-                  ratios=ratios(rows), recurrent_floor=floor, generation=gen,
-                  scaling=scaling)
+    result = dict(
+        config=dataclasses.asdict(cfg),
+        environment=env,
+        roofline=roof,
+        layers=rows,
+        ratios=ratios(rows),
+        recurrent_floor=floor,
+        generation=gen,
+        scaling=scaling,
+    )
     result["environment"]["load_average_end"] = os.getloadavg()
     result["targets"] = targets(result)
     result["wall_s"] = time.perf_counter() - t_start
     log("")
     log(format_table(rows))
-    log(f"\ngeneration (B=1, H={gen['H']}): seqjax {gen['seqjax_ms_per_token']:.3f} ms/token"
-        + (f", torch loop {gen['torch_loop_ms_per_token']:.3f} ms/token, "
-           f"{gen['speedup']:.1f}x" if "speedup" in gen else ""))
+    log(
+        f"\ngeneration (B=1, H={gen['H']}): seqjax {gen['seqjax_ms_per_token']:.3f} ms/token"
+        + (
+            f", torch loop {gen['torch_loop_ms_per_token']:.3f} ms/token, {gen['speedup']:.1f}x"
+            if "speedup" in gen
+            else ""
+        )
+    )
     rem = scaling["remat"]
-    log(f"remat at {rem['shape']}: peak memory {rem['memory_ratio']:.2f}x, "
-        f"time {rem['time_ratio']:.2f}x of no remat")
+    log(
+        f"remat at {rem['shape']}: peak memory {rem['memory_ratio']:.2f}x, "
+        f"time {rem['time_ratio']:.2f}x of no remat"
+    )
     log("\ntargets (issue 3):")
     for t in result["targets"]:
         mark = "met " if t["met"] else "MISS"

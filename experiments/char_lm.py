@@ -129,9 +129,20 @@ class CharLMConfig(TrainConfig):
 
 
 #: ``--quick``: a small model that trains in about a minute on two CPU cores.
-QUICK = dict(layers=1, hidden=256, embed=32, seq_len=64, batch_size=32, total_steps=300,
-             warmup_steps=20, learning_rate=4e-3, max_chars=400_000, log_every=10,
-             eval_every=100, save_every=100)
+QUICK = dict(
+    layers=1,
+    hidden=256,
+    embed=32,
+    seq_len=64,
+    batch_size=32,
+    total_steps=300,
+    warmup_steps=20,
+    learning_rate=4e-3,
+    max_chars=400_000,
+    log_every=10,
+    eval_every=100,
+    save_every=100,
+)
 
 
 def validate_config(config: CharLMConfig) -> None:
@@ -158,8 +169,9 @@ def validate_config(config: CharLMConfig) -> None:
         if not 0 <= v <= 1:
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
     if config.zoneout_c > 0 and config.cell in ("gru", "rnn"):
-        raise ValueError(f"--zoneout-c needs a cell state c (LSTM family), got --cell "
-                         f"{config.cell}")
+        raise ValueError(
+            f"--zoneout-c needs a cell state c (LSTM family), got --cell {config.cell}"
+        )
 
 
 # -- model ----------------------------------------------------------------------------------
@@ -193,15 +205,17 @@ def build_cell(config: CharLMConfig) -> seqjax.Stack:
     if config.weight_drop > 0:
         layer = regularization.weight_drop(layer, rate=config.weight_drop)
     if config.input_dropout > 0 or config.recurrent_dropout > 0:
-        layer = regularization.variational_dropout(layer, input_rate=config.input_dropout,
-                                                   recurrent_rate=config.recurrent_dropout)
+        layer = regularization.variational_dropout(
+            layer, input_rate=config.input_dropout, recurrent_rate=config.recurrent_dropout
+        )
     if config.zoneout_h > 0 or config.zoneout_c > 0:
         layer = regularization.zoneout(layer, h_rate=config.zoneout_h, c_rate=config.zoneout_c)
     return seqjax.stack([layer] * config.layers, dropout=config.dropout)
 
 
-def init_params(cell: seqjax.Stack, config: CharLMConfig, vocab_size: int,
-                key: PRNGKey) -> CharLMParams:
+def init_params(
+    cell: seqjax.Stack, config: CharLMConfig, vocab_size: int, key: PRNGKey
+) -> CharLMParams:
     """Initial parameters: N(0, 1) embedding, the stack's own init, zero-mean readout."""
     k_e, k_r, k_o = jax.random.split(key, 3)
     out = cell.output_size
@@ -219,8 +233,14 @@ def _dropout(key: PRNGKey | None, x: Array, rate: float) -> Array:
     return seqjax.combinators.dropout(key, x, rate)
 
 
-def forward(cell: seqjax.Stack, config: CharLMConfig, params: CharLMParams, carry: PyTree,
-            tokens: Array, key: PRNGKey | None) -> tuple[PyTree, Array]:
+def forward(
+    cell: seqjax.Stack,
+    config: CharLMConfig,
+    params: CharLMParams,
+    carry: PyTree,
+    tokens: Array,
+    key: PRNGKey | None,
+) -> tuple[PyTree, Array]:
     """Logits ``[B, T, V]`` for ``tokens [B, T]`` from ``carry``; dropout only with a key."""
     k_in = k_rnn = k_out = None
     if key is not None:
@@ -245,8 +265,12 @@ def make_loss_fn(cell: seqjax.Stack, config: CharLMConfig):
         nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
         loss_sum = jnp.sum(nll)
         correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32))
-        return LossOutput(loss_sum=loss_sum, count=jnp.asarray(nll.size, jnp.float32),
-                          metrics={"bits": loss_sum / LN2, "accuracy": correct}, carry=carry)
+        return LossOutput(
+            loss_sum=loss_sum,
+            count=jnp.asarray(nll.size, jnp.float32),
+            metrics={"bits": loss_sum / LN2, "accuracy": correct},
+            carry=carry,
+        )
 
     return loss_fn
 
@@ -266,11 +290,16 @@ def load_corpus(config: CharLMConfig) -> Corpus:
     """Loads, cuts and encodes the corpus; the vocabulary comes from the training split."""
     text = textdata.load_text(config.data)
     if config.max_chars is not None:
-        text = text[:config.max_chars]
+        text = text[: config.max_chars]
     splits = textdata.split_text(text, config.val_fraction, config.test_fraction)
     vocab = textdata.Vocab.build(splits.train)
-    return Corpus(vocab, vocab.encode(splits.train), vocab.encode(splits.val),
-                  vocab.encode(splits.test), len(text))
+    return Corpus(
+        vocab,
+        vocab.encode(splits.train),
+        vocab.encode(splits.val),
+        vocab.encode(splits.test),
+        len(text),
+    )
 
 
 def eval_streams(tokens: np.ndarray, config: CharLMConfig, name: str) -> np.ndarray:
@@ -278,9 +307,11 @@ def eval_streams(tokens: np.ndarray, config: CharLMConfig, name: str) -> np.ndar
     per_stream = config.seq_len + 1
     n_streams = min(config.batch_size, len(tokens) // per_stream)
     if n_streams < 1:
-        raise ValueError(f"the {name} split has {len(tokens)} characters, fewer than one window of "
-                         f"--seq-len {config.seq_len} + 1; use more text, a larger "
-                         f"--{name}-fraction or a smaller --seq-len")
+        raise ValueError(
+            f"the {name} split has {len(tokens)} characters, fewer than one window of "
+            f"--seq-len {config.seq_len} + 1; use more text, a larger "
+            f"--{name}-fraction or a smaller --seq-len"
+        )
     return textdata.make_streams(tokens, n_streams)
 
 
@@ -293,9 +324,11 @@ def windows(streams: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]:
 def train_streams(corpus: Corpus, config: CharLMConfig) -> np.ndarray:
     need = config.batch_size * (config.seq_len + 1)
     if len(corpus.train) < need:
-        raise ValueError(f"the training split has {len(corpus.train)} characters; --batch-size "
-                         f"{config.batch_size} x (--seq-len {config.seq_len} + 1) needs at least "
-                         f"{need}")
+        raise ValueError(
+            f"the training split has {len(corpus.train)} characters; --batch-size "
+            f"{config.batch_size} x (--seq-len {config.seq_len} + 1) needs at least "
+            f"{need}"
+        )
     return textdata.make_streams(corpus.train, config.batch_size)
 
 
@@ -319,8 +352,10 @@ def saved_config(workdir: str) -> CharLMConfig | None:
 def load_vocab(workdir: str) -> textdata.Vocab:
     path = os.path.join(workdir, "vocab.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a char_lm run directory? "
-                                "Train first: python -m experiments.char_lm train --workdir ...")
+        raise FileNotFoundError(
+            f"{path} not found: is {workdir!r} a char_lm run directory? "
+            "Train first: python -m experiments.char_lm train --workdir ..."
+        )
     with open(path, encoding="utf-8") as f:
         return textdata.Vocab.from_json(f.read())
 
@@ -328,8 +363,9 @@ def load_vocab(workdir: str) -> textdata.Vocab:
 class _Timeline:
     """Hook writing wall time (summed over resumed sessions) and train-slice loss at evals."""
 
-    def __init__(self, workdir: str, config: CharLMConfig, eval_step, params_eval_batches,
-                 eval_carry, mesh):
+    def __init__(
+        self, workdir: str, config: CharLMConfig, eval_step, params_eval_batches, eval_carry, mesh
+    ):
         self.path = os.path.join(workdir, "timeline.jsonl")
         self.config = config
         self.offset = 0.0
@@ -372,8 +408,9 @@ class _Timeline:
             f.write(json.dumps(rec) + "\n")
 
 
-def train_and_evaluate(config: CharLMConfig, workdir: str, *, verbose: bool = True
-                       ) -> dict[str, Any]:
+def train_and_evaluate(
+    config: CharLMConfig, workdir: str, *, verbose: bool = True
+) -> dict[str, Any]:
     """Trains (or resumes) the model in ``workdir``, then evaluates on validation and test.
 
     Args:
@@ -397,9 +434,11 @@ def train_and_evaluate(config: CharLMConfig, workdir: str, *, verbose: bool = Tr
     if os.path.exists(vocab_path):
         old = load_vocab(workdir)
         if old != corpus.vocab:
-            raise ValueError(f"{workdir} was trained on text with another vocabulary "
-                             f"({old.size} symbols, now {corpus.vocab.size}); use a new "
-                             "--workdir or the original --data")
+            raise ValueError(
+                f"{workdir} was trained on text with another vocabulary "
+                f"({old.size} symbols, now {corpus.vocab.size}); use a new "
+                "--workdir or the original --data"
+            )
     else:
         with open(vocab_path, "w", encoding="utf-8") as f:
             f.write(corpus.vocab.to_json())
@@ -415,7 +454,7 @@ def train_and_evaluate(config: CharLMConfig, workdir: str, *, verbose: bool = Tr
     timeline_eval = None
     timeline_carry = None
     if config.eval_train:
-        train_slice = corpus.train[:max(len(corpus.val), config.seq_len + 2)]
+        train_slice = corpus.train[: max(len(corpus.val), config.seq_len + 2)]
         ts = eval_streams(train_slice, config, "train")
         timeline_eval = windows(ts, config.seq_len)
         timeline_carry = cell.initial_carry((ts.shape[0],))
@@ -430,7 +469,8 @@ def train_and_evaluate(config: CharLMConfig, workdir: str, *, verbose: bool = Tr
     timeline.resume_at(resumed or 0)
 
     result = train_loop(
-        config, workdir,
+        config,
+        workdir,
         # one compiled call instead of dozens of small eager ones (orthogonal init, splits)
         init_params=jax.jit(lambda key: init_params(cell, config, V, key)),
         loss_fn=loss_fn,
@@ -445,32 +485,48 @@ def train_and_evaluate(config: CharLMConfig, workdir: str, *, verbose: bool = Tr
     params = result.state.params
     val = result.eval_metrics  # the loop evaluates the final step on the validation split
     if val is None:  # nothing left to train (a finished run re-run): evaluate here
-        val = evaluate(eval_step, params, val_batches, mesh,
-                       cell.initial_carry((val_streams.shape[0],)))
+        val = evaluate(
+            eval_step, params, val_batches, mesh, cell.initial_carry((val_streams.shape[0],))
+        )
     test_streams = eval_streams(corpus.test, config, "test")
-    test = evaluate(eval_step, params, windows(test_streams, config.seq_len), mesh,
-                    cell.initial_carry((test_streams.shape[0],)))
+    test = evaluate(
+        eval_step,
+        params,
+        windows(test_streams, config.seq_len),
+        mesh,
+        cell.initial_carry((test_streams.shape[0],)),
+    )
     n_params = sum(int(np.size(x)) for x in jax.tree.leaves(params))
     final_step = int(jax.device_get(result.state.step))
     elapsed = timeline.elapsed_at(final_step)
     results = {
         "step": final_step,
-        "val_loss_nats": val["loss"], "val_bits_per_char": val["bits"],
-        "test_loss_nats": test["loss"], "test_bits_per_char": test["bits"],
-        "val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"],
-        "params": n_params, "vocab_size": V, "corpus_chars": corpus.chars,
-        "train_chars": int(len(corpus.train)), "train_elapsed_s": elapsed,
+        "val_loss_nats": val["loss"],
+        "val_bits_per_char": val["bits"],
+        "test_loss_nats": test["loss"],
+        "test_bits_per_char": test["bits"],
+        "val_accuracy": val["accuracy"],
+        "test_accuracy": test["accuracy"],
+        "params": n_params,
+        "vocab_size": V,
+        "corpus_chars": corpus.chars,
+        "train_chars": int(len(corpus.train)),
+        "train_elapsed_s": elapsed,
         "session_s": time.perf_counter() - session_start,
         "resumed_from": result.resumed_from,
         "train_tokens_per_sec_last_window": (result.train_metrics or {}).get("tokens_per_sec"),
-        "jax": jax.__version__, "devices": [str(d) for d in jax.devices()],
+        "jax": jax.__version__,
+        "devices": [str(d) for d in jax.devices()],
     }
     _write_json(os.path.join(workdir, "results.json"), results)
     if verbose:
-        print(f"validation: {val['loss']:.4f} nats/char = {val['bits']:.4f} bits/char; "
-              f"test: {test['loss']:.4f} nats/char = {test['bits']:.4f} bits/char "
-              f"({results['step']} steps, {elapsed / 60:.1f} min of training, "
-              f"{n_params:,} parameters)", flush=True)
+        print(
+            f"validation: {val['loss']:.4f} nats/char = {val['bits']:.4f} bits/char; "
+            f"test: {test['loss']:.4f} nats/char = {test['bits']:.4f} bits/char "
+            f"({results['step']} steps, {elapsed / 60:.1f} min of training, "
+            f"{n_params:,} parameters)",
+            flush=True,
+        )
     return results
 
 
@@ -494,14 +550,17 @@ def restore(workdir: str, step: int | None = None) -> Model:
     workdir = os.path.abspath(workdir)
     config = saved_config(workdir)
     if config is None:
-        raise FileNotFoundError(f"no config.json in {workdir!r}: train a model there first "
-                                "(python -m experiments.char_lm train --workdir ...)")
+        raise FileNotFoundError(
+            f"no config.json in {workdir!r}: train a model there first "
+            "(python -m experiments.char_lm train --workdir ...)"
+        )
     vocab = load_vocab(workdir)
     cell = build_cell(config)
     shapes = jax.eval_shape(lambda: init_params(cell, config, vocab.size, jax.random.key(0)))
     params0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    template = TrainState.create(params0, optimizer_from_config(config), 0,
-                                 carry=cell.initial_carry((config.batch_size,)))
+    template = TrainState.create(
+        params0, optimizer_from_config(config), 0, carry=cell.initial_carry((config.batch_size,))
+    )
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     try:
         if not ckpt.all_steps():
@@ -528,9 +587,17 @@ def decode_fns(cell: seqjax.Stack):
     return step_fn, prime_fn
 
 
-def sample(model: Model, prompt: str, length: int, *, samples: int = 1,
-           temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
-           seed: int = 0) -> tuple[list[str], dict[str, float]]:
+def sample(
+    model: Model,
+    prompt: str,
+    length: int,
+    *,
+    samples: int = 1,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> tuple[list[str], dict[str, float]]:
     """Generates ``samples`` continuations of ``prompt`` in one compiled call.
 
     Returns:
@@ -544,31 +611,50 @@ def sample(model: Model, prompt: str, length: int, *, samples: int = 1,
     prompt_ids = jnp.asarray(np.broadcast_to(ids, (samples, len(ids))))
     step_fn, prime_fn = decode_fns(model.cell)
     carry = model.cell.initial_carry((samples,))
-    kw = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-              prime_fn=prime_fn)
+    kw = dict(length=length, temperature=temperature, top_k=top_k, top_p=top_p, prime_fn=prime_fn)
     t0 = time.perf_counter()
-    tokens, _ = seqjax.decode.generate(step_fn, model.params, carry, prompt_ids,
-                                       jax.random.key(seed), **kw)
+    tokens, _ = seqjax.decode.generate(
+        step_fn, model.params, carry, prompt_ids, jax.random.key(seed), **kw
+    )
     tokens = np.asarray(jax.device_get(tokens))
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    again, _ = seqjax.decode.generate(step_fn, model.params, carry, prompt_ids,
-                                      jax.random.key(seed + 1), **kw)
+    again, _ = seqjax.decode.generate(
+        step_fn, model.params, carry, prompt_ids, jax.random.key(seed + 1), **kw
+    )
     jax.block_until_ready(again)
     steady = time.perf_counter() - t0
     texts = [model.vocab.decode(row) for row in tokens]
-    return texts, {"first_call_s": first, "steady_s": steady,
-                   "tokens_per_sec": samples * length / max(steady, 1e-9)}
+    return texts, {
+        "first_call_s": first,
+        "steady_s": steady,
+        "tokens_per_sec": samples * length / max(steady, 1e-9),
+    }
 
 
 # -- regularisation comparison ---------------------------------------------------------------
 #: The comparison's base: a 1-layer LSTM (314k parameters) on the first 60k characters (48k for
 #: training), which it overfits within minutes on two CPU cores, so the methods have something
 #: to fix. ``compare --max-chars 200000 ...`` runs it with more data.
-COMPARE_BASE = dict(layers=1, hidden=256, embed=32, batch_size=32, seq_len=64,
-                    max_chars=60_000, val_fraction=0.1, test_fraction=0.1, total_steps=1000,
-                    warmup_steps=50, learning_rate=3e-3, end_lr_factor=0.1, eval_every=50,
-                    save_every=500, log_every=20, eval_train=True, progress=False)
+COMPARE_BASE = dict(
+    layers=1,
+    hidden=256,
+    embed=32,
+    batch_size=32,
+    seq_len=64,
+    max_chars=60_000,
+    val_fraction=0.1,
+    test_fraction=0.1,
+    total_steps=1000,
+    warmup_steps=50,
+    learning_rate=3e-3,
+    end_lr_factor=0.1,
+    eval_every=50,
+    save_every=500,
+    log_every=20,
+    eval_train=True,
+    progress=False,
+)
 
 #: The methods compared (hyperparameters from the papers' character-level settings where
 #: they give one: zoneout c 0.5 / h 0.05, Krueger et al. 2016).
@@ -581,10 +667,16 @@ COMPARE_VARIANTS = {
 }
 
 
-def compare(root: str, base: CharLMConfig | None = None, *,
-            variants: Sequence[str] | None = None, out_dir: str | os.PathLike = RESULTS_DIR,
-            name: str = "regularization", command: str = "", verbose: bool = True
-            ) -> dict[str, Any]:
+def compare(
+    root: str,
+    base: CharLMConfig | None = None,
+    *,
+    variants: Sequence[str] | None = None,
+    out_dir: str | os.PathLike = RESULTS_DIR,
+    name: str = "regularization",
+    command: str = "",
+    verbose: bool = True,
+) -> dict[str, Any]:
     """Trains one model per regularisation method and writes the train/validation comparison.
 
     Each variant trains in ``root/<variant>`` (so an interrupted comparison resumes) with
@@ -620,22 +712,34 @@ def compare(root: str, base: CharLMConfig | None = None, *,
         config = dataclasses.replace(base, **COMPARE_VARIANTS[variant])
         workdir = os.path.join(root, variant)
         if verbose:
-            print(f"== {variant}: {COMPARE_VARIANTS[variant] or 'no regularisation'} ==",
-                  flush=True)
+            print(
+                f"== {variant}: {COMPARE_VARIANTS[variant] or 'no regularisation'} ==", flush=True
+            )
         res = train_and_evaluate(config, workdir, verbose=verbose)
         with open(os.path.join(workdir, "timeline.jsonl"), encoding="utf-8") as f:
             tl = [json.loads(line) for line in f if line.strip()]
-        evals = {r["step"]: r for r in seqjax.train.read_metrics(
-            os.path.join(workdir, "metrics.jsonl")) if r["split"] == "eval"}
-        pts = [(r["step"], r["train_eval_loss"], evals[r["step"]]["loss"]) for r in tl
-               if r["step"] in evals and "train_eval_loss" in r]
+        evals = {
+            r["step"]: r
+            for r in seqjax.train.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+            if r["split"] == "eval"
+        }
+        pts = [
+            (r["step"], r["train_eval_loss"], evals[r["step"]]["loss"])
+            for r in tl
+            if r["step"] in evals and "train_eval_loss" in r
+        ]
         curves[variant] = pts
         best = min(pts, key=lambda p: p[2])
         summary[variant] = {
-            "rates": COMPARE_VARIANTS[variant], "best_val_loss": best[2], "best_step": best[0],
-            "final_val_loss": pts[-1][2], "final_train_loss": pts[-1][1],
-            "final_gap": pts[-1][2] - pts[-1][1], "test_loss": res["test_loss_nats"],
-            "train_minutes": res["train_elapsed_s"] / 60, "train_chars": res["train_chars"],
+            "rates": COMPARE_VARIANTS[variant],
+            "best_val_loss": best[2],
+            "best_step": best[0],
+            "final_val_loss": pts[-1][2],
+            "final_train_loss": pts[-1][1],
+            "final_gap": pts[-1][2] - pts[-1][1],
+            "test_loss": res["test_loss_nats"],
+            "train_minutes": res["train_elapsed_s"] / 60,
+            "train_chars": res["train_chars"],
         }
     _write_comparison(summary, curves, base, Path(out_dir), name, command, names)
     return summary
@@ -643,19 +747,29 @@ def compare(root: str, base: CharLMConfig | None = None, *,
 
 def _write_comparison(summary, curves, base, out_dir: Path, name, command, names) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = sorted(set(COMPARE_BASE) | {"data", "seed", "unroll", "optimizer", "schedule",
-                                       "clip_norm"})
+    keys = sorted(
+        set(COMPARE_BASE) | {"data", "seed", "unroll", "optimizer", "schedule", "clip_norm"}
+    )
     shown = {k: getattr(base, k) for k in keys if k not in ("progress", "eval_train")}
-    _write_json(str(out_dir / f"{name}.json"),
-                {"command": command, "base_config": shown, "results": summary,
-                 "curves_step_train_val": {k: [list(p) for p in v] for k, v in curves.items()}})
+    _write_json(
+        str(out_dir / f"{name}.json"),
+        {
+            "command": command,
+            "base_config": shown,
+            "results": summary,
+            "curves_step_train_val": {k: [list(p) for p in v] for k, v in curves.items()},
+        },
+    )
     train_chars = summary[names[0]]["train_chars"]
     lines = [
-        f"# Regularisation comparison: {train_chars:,} training characters", "",
-        f"Command: `{command}`", "",
+        f"# Regularisation comparison: {train_chars:,} training characters",
+        "",
+        f"Command: `{command}`",
+        "",
         "Base: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ". Losses in nats/char, "
         "all measured without dropout; *train* is a slice of the training text as large as "
-        "the validation split. Wall times were measured on a shared 2-core CPU.", "",
+        "the validation split. Wall times were measured on a shared 2-core CPU.",
+        "",
         "| method | rates | best val (step) | final val | final train | gap val - train | "
         "test | minutes |",
         "|---|---|---|---|---|---|---|---|",
@@ -663,10 +777,12 @@ def _write_comparison(summary, curves, base, out_dir: Path, name, command, names
     for variant in names:
         s = summary[variant]
         rates = ", ".join(f"{k}={v}" for k, v in s["rates"].items()) or "-"
-        lines.append(f"| {variant} | {rates} | {s['best_val_loss']:.4f} ({s['best_step']}) | "
-                     f"{s['final_val_loss']:.4f} | {s['final_train_loss']:.4f} | "
-                     f"{s['final_gap']:+.4f} | {s['test_loss']:.4f} | "
-                     f"{s['train_minutes']:.1f} |")
+        lines.append(
+            f"| {variant} | {rates} | {s['best_val_loss']:.4f} ({s['best_step']}) | "
+            f"{s['final_val_loss']:.4f} | {s['final_train_loss']:.4f} | "
+            f"{s['final_gap']:+.4f} | {s['test_loss']:.4f} | "
+            f"{s['train_minutes']:.1f} |"
+        )
     (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     import matplotlib
@@ -681,8 +797,9 @@ def _write_comparison(summary, curves, base, out_dir: Path, name, command, names
         ax.plot(pts[:, 0], pts[:, 1], color=f"C{k}", linestyle="--", alpha=0.7)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/char)")
-    ax.set_title(f"Validation (solid) vs training text (dashed), {train_chars:,} training "
-                 "chars", fontsize=10)
+    ax.set_title(
+        f"Validation (solid) vs training text (dashed), {train_chars:,} training chars", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -694,11 +811,13 @@ def _compare_main(argv: Sequence[str]) -> None:
     p = argparse.ArgumentParser(
         prog="python -m experiments.char_lm compare",
         description="Train vs validation loss with and without each regularisation method. "
-                    "Other --field VALUE flags override the shared base configuration "
-                    "(e.g. --max-chars 200000 --steps 1200).")
+        "Other --field VALUE flags override the shared base configuration "
+        "(e.g. --max-chars 200000 --steps 1200).",
+    )
     p.add_argument("--root", default="runs/char_lm_compare", help="run directories go here")
-    p.add_argument("--variants", default=None,
-                   help=f"comma-separated subset of {','.join(COMPARE_VARIANTS)}")
+    p.add_argument(
+        "--variants", default=None, help=f"comma-separated subset of {','.join(COMPARE_VARIANTS)}"
+    )
     p.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     p.add_argument("--name", default="regularization", help="output file stem")
     args, rest = p.parse_known_args(list(argv))
@@ -706,14 +825,19 @@ def _compare_main(argv: Sequence[str]) -> None:
     validate_config(base)
     variants = args.variants.split(",") if args.variants else None
     command = ("python -m experiments.char_lm compare " + " ".join(argv)).strip()
-    summary = compare(args.root, base, variants=variants, out_dir=args.out, name=args.name,
-                      command=command)
+    summary = compare(
+        args.root, base, variants=variants, out_dir=args.out, name=args.name, command=command
+    )
     print(json.dumps(summary, indent=2))
 
 
 # -- command line ----------------------------------------------------------------------------
-ALIASES = {"steps": "total_steps", "checkpoint_every": "save_every", "lr": "learning_rate",
-           "batch": "batch_size"}
+ALIASES = {
+    "steps": "total_steps",
+    "checkpoint_every": "save_every",
+    "lr": "learning_rate",
+    "batch": "batch_size",
+}
 
 
 def _translate(argv: Sequence[str]) -> list[str]:
@@ -732,13 +856,18 @@ def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m experiments.char_lm train",
         description="Train (or resume) a character-level language model. Every field of "
-                    "CharLMConfig can be set with --field-name VALUE; the common ones:",
+        "CharLMConfig can be set with --field-name VALUE; the common ones:",
         epilog="A run directory remembers its configuration: running train again on it resumes "
-               "with that configuration, and flags given again override it.")
-    p.add_argument("--workdir", default="runs/shakespeare", help="run directory (default: "
-                   "%(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help="a small model on 400k characters that trains in about a minute")
+        "with that configuration, and flags given again override it.",
+    )
+    p.add_argument(
+        "--workdir", default="runs/shakespeare", help="run directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small model on 400k characters that trains in about a minute",
+    )
     S = argparse.SUPPRESS
     p.add_argument("--steps", type=int, default=S, help="total training steps (default 3000)")
     p.add_argument("--seed", type=int, default=S, help="initialisation and dropout seed")
@@ -749,12 +878,13 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=S, help="hidden units per layer (default 256)")
     p.add_argument("--proj", type=int, default=S, help="LSTMP projection size (DLSTMP)")
     for name, what in (
-            ("dropout", "dropout on embedding output, between layers, before the readout"),
-            ("input-dropout", "variational dropout on each layer's input (Gal & Ghahramani)"),
-            ("recurrent-dropout", "variational dropout on the fed-back h (Gal & Ghahramani)"),
-            ("zoneout-h", "zoneout probability of h (Krueger et al.)"),
-            ("zoneout-c", "zoneout probability of c, LSTM family (Krueger et al.)"),
-            ("weight-drop", "DropConnect on the recurrent matrix (Merity et al.)")):
+        ("dropout", "dropout on embedding output, between layers, before the readout"),
+        ("input-dropout", "variational dropout on each layer's input (Gal & Ghahramani)"),
+        ("recurrent-dropout", "variational dropout on the fed-back h (Gal & Ghahramani)"),
+        ("zoneout-h", "zoneout probability of h (Krueger et al.)"),
+        ("zoneout-c", "zoneout probability of c, LSTM family (Krueger et al.)"),
+        ("weight-drop", "DropConnect on the recurrent matrix (Merity et al.)"),
+    ):
         p.add_argument(f"--{name}", type=float, default=S, help=f"{what}; default 0")
     return p
 
@@ -772,8 +902,11 @@ def config_from_args(argv: Sequence[str]) -> tuple[CharLMConfig, str]:
     if base is None:
         base = CharLMConfig(**QUICK) if args.quick else CharLMConfig()
     elif args.quick:
-        print(f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
-              "configuration is used", file=sys.stderr)
+        print(
+            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
+            "configuration is used",
+            file=sys.stderr,
+        )
     overrides = {}
     for key, value in vars(args).items():
         if key in ("workdir", "quick"):
@@ -786,8 +919,9 @@ def config_from_args(argv: Sequence[str]) -> tuple[CharLMConfig, str]:
 
 
 def _generate_main(argv: Sequence[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.char_lm generate",
-                                description="Sample text from a trained run.")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.char_lm generate", description="Sample text from a trained run."
+    )
     p.add_argument("--workdir", default="runs/shakespeare")
     p.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
     p.add_argument("--length", type=int, default=500, help="characters to generate")
@@ -803,24 +937,39 @@ def _generate_main(argv: Sequence[str]) -> None:
     model = restore(args.workdir, args.step)
     unknown = sorted({ch for ch in args.prompt if ch not in model.vocab.symbols})
     if unknown:
-        print(f"note: prompt characters {unknown} are not in the vocabulary and read as "
-              f"{textdata.UNK!r}", file=sys.stderr)
-    texts, timing = sample(model, args.prompt, args.length, samples=args.samples,
-                           temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                           seed=args.seed)
+        print(
+            f"note: prompt characters {unknown} are not in the vocabulary and read as "
+            f"{textdata.UNK!r}",
+            file=sys.stderr,
+        )
+    texts, timing = sample(
+        model,
+        args.prompt,
+        args.length,
+        samples=args.samples,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     for i, t in enumerate(texts):
         if args.samples > 1:
             print(f"----- sample {i} -----")
         print(args.prompt + t)
-    print(f"[{args.samples} x {args.length} characters from checkpoint step {model.step}: "
-          f"{timing['tokens_per_sec']:,.0f} characters/s in the compiled decode loop "
-          f"({timing['steady_s'] * 1e3:.1f} ms; first call with compilation "
-          f"{timing['first_call_s']:.2f} s)]", file=sys.stderr)
+    print(
+        f"[{args.samples} x {args.length} characters from checkpoint step {model.step}: "
+        f"{timing['tokens_per_sec']:,.0f} characters/s in the compiled decode loop "
+        f"({timing['steady_s'] * 1e3:.1f} ms; first call with compilation "
+        f"{timing['first_call_s']:.2f} s)]",
+        file=sys.stderr,
+    )
 
 
 def _evaluate_main(argv: Sequence[str]) -> None:
-    p = argparse.ArgumentParser(prog="python -m experiments.char_lm evaluate",
-                                description="Validation and test bits/char of a run.")
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.char_lm evaluate",
+        description="Validation and test bits/char of a run.",
+    )
     p.add_argument("--workdir", default="runs/shakespeare")
     p.add_argument("--step", type=int, default=None)
     args = p.parse_args(list(argv))
@@ -832,8 +981,13 @@ def _evaluate_main(argv: Sequence[str]) -> None:
     out = {"step": model.step}
     for name, tokens in (("val", corpus.val), ("test", corpus.test)):
         st = eval_streams(tokens, model.config, name)
-        m = evaluate(eval_step, model.params, windows(st, model.config.seq_len), make_mesh(),
-                     model.cell.initial_carry((st.shape[0],)))
+        m = evaluate(
+            eval_step,
+            model.params,
+            windows(st, model.config.seq_len),
+            make_mesh(),
+            model.cell.initial_carry((st.shape[0],)),
+        )
         out[f"{name}_loss_nats"], out[f"{name}_bits_per_char"] = m["loss"], m["bits"]
     print(json.dumps(out, indent=2))
 

@@ -40,8 +40,9 @@ from experiments import long_range as lr
 RESULTS_DIR = lr.RESULTS_DIR
 
 
-def state_gradient_norms(model: lr.Model, params: Any, inputs: jax.Array,
-                         targets: jax.Array) -> dict[str, np.ndarray]:
+def state_gradient_norms(
+    model: lr.Model, params: Any, inputs: jax.Array, targets: jax.Array
+) -> dict[str, np.ndarray]:
     """Norms of the loss gradient with respect to every intermediate state.
 
     The per-example loss is differentiated (so the numbers do not shrink with the batch size);
@@ -72,8 +73,9 @@ def state_gradient_norms(model: lr.Model, params: Any, inputs: jax.Array,
     cell = model.cell
     carry0 = cell.initial_carry((inputs.shape[0],))
     if not hasattr(carry0, "h"):
-        raise TypeError(f"state_gradient_norms needs a carry with an 'h' field, got "
-                        f"{type(carry0).__name__}")
+        raise TypeError(
+            f"state_gradient_norms needs a carry with an 'h' field, got {type(carry0).__name__}"
+        )
     fields = [f for f in ("h", "c") if getattr(carry0, f, None) is not None]
     T = inputs.shape[1]
 
@@ -95,8 +97,7 @@ def state_gradient_norms(model: lr.Model, params: Any, inputs: jax.Array,
 
     eps = {f: jnp.zeros((T,) + getattr(carry0, f).shape, jnp.float32) for f in fields}
     grads = jax.jit(jax.grad(per_example_loss_sum))(eps, params)
-    return {f: np.asarray(jnp.mean(jnp.linalg.norm(g, axis=-1), axis=1))
-            for f, g in grads.items()}
+    return {f: np.asarray(jnp.mean(jnp.linalg.norm(g, axis=-1), axis=1)) for f, g in grads.items()}
 
 
 def log_slope(norms_by_distance: np.ndarray) -> float:
@@ -122,8 +123,12 @@ def log_slope(norms_by_distance: np.ndarray) -> float:
 
 
 # (label, cell, forget bias)
-MODELS = (("rnn", "rnn", 1.0), ("lstm (forget bias 1)", "lstm", 1.0),
-          ("lstm (forget bias 0)", "lstm", 0.0), ("gru", "gru", 1.0))
+MODELS = (
+    ("rnn", "rnn", 1.0),
+    ("lstm (forget bias 1)", "lstm", 1.0),
+    ("lstm (forget bias 0)", "lstm", 0.0),
+    ("gru", "gru", 1.0),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,12 +161,17 @@ class FlowConfig:
 
 QUICK = FlowConfig(length=100, train_steps=1500, probe_size=100, explode_steps=500)
 
+
 def _profile(fitted: lr.Fit | None, config: lr.Config, probe) -> dict[str, list[float]]:
     if fitted is None:
         cell_name = lr.canonical_cell(config.cell)
         h = config.hidden or lr.hidden_for_budget(cell_name, config.task, config.budget)
-        model = lr.Model(lr.make_cell(cell_name, h, forget_bias=config.forget_bias,
-                                      init_scale=config.init_scale), config.task)
+        model = lr.Model(
+            lr.make_cell(
+                cell_name, h, forget_bias=config.forget_bias, init_scale=config.init_scale
+            ),
+            config.task,
+        )
         params = model.init(jax.random.split(jax.random.key(config.seed))[0])
     else:
         model, params = fitted.model, fitted.params
@@ -170,8 +180,9 @@ def _profile(fitted: lr.Fit | None, config: lr.Config, probe) -> dict[str, list[
     return {f: [float(v) for v in n[::-1]] for f, n in norms.items()}
 
 
-def run(cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Runs parts A and B and writes the JSON, Markdown and PNG results.
 
     Args:
@@ -187,16 +198,29 @@ def run(cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR,
     probe = lr.make_batch("adding", jax.random.key(777), cfg.probe_size, cfg.length)
     part_a = []
     for label, cell, fb in cfg.models:
-        conf = lr.Config(task="adding", cell=cell, length=cfg.length, steps=cfg.train_steps,
-                         forget_bias=fb, budget=cfg.budget, eval_every=cfg.train_steps)
+        conf = lr.Config(
+            task="adding",
+            cell=cell,
+            length=cfg.length,
+            steps=cfg.train_steps,
+            forget_bias=fb,
+            budget=cfg.budget,
+            eval_every=cfg.train_steps,
+        )
         at_init = _profile(None, conf, probe)
         fitted = lr.fit(conf)
         trained = _profile(fitted, conf, probe)
-        row = {"label": label, "cell": lr.canonical_cell(cell), "forget_bias": fb,
-               "hidden": fitted.result["hidden"], "test_mse": fitted.result["test_mse"],
-               "init": at_init, "trained": trained,
-               "slope_init": log_slope(np.asarray(at_init["h"])),
-               "slope_trained": log_slope(np.asarray(trained["h"]))}
+        row = {
+            "label": label,
+            "cell": lr.canonical_cell(cell),
+            "forget_bias": fb,
+            "hidden": fitted.result["hidden"],
+            "test_mse": fitted.result["test_mse"],
+            "init": at_init,
+            "trained": trained,
+            "slope_init": log_slope(np.asarray(at_init["h"])),
+            "slope_trained": log_slope(np.asarray(trained["h"])),
+        }
         if "c" in at_init:
             row["slope_init_c"] = log_slope(np.asarray(at_init["c"]))
             row["slope_trained_c"] = log_slope(np.asarray(trained["c"]))
@@ -206,27 +230,43 @@ def run(cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR,
     # Part B: exploding gradients in a tanh RNN with scaled-up weights, clipped or not.
     part_b = {"init_scale": cfg.explode_scale, "runs": []}
     for clip in (None, cfg.explode_clip):
-        conf = lr.Config(task="adding", cell="rnn", length=cfg.length, steps=cfg.explode_steps,
-                         init_scale=cfg.explode_scale, learning_rate=cfg.explode_lr,
-                         optimizer="sgd",
-                         clip_norm=clip, budget=cfg.budget, eval_every=cfg.explode_steps)
+        conf = lr.Config(
+            task="adding",
+            cell="rnn",
+            length=cfg.length,
+            steps=cfg.explode_steps,
+            init_scale=cfg.explode_scale,
+            learning_rate=cfg.explode_lr,
+            optimizer="sgd",
+            clip_norm=clip,
+            budget=cfg.budget,
+            eval_every=cfg.explode_steps,
+        )
         if clip is None:
             part_b["init_profile"] = _profile(None, conf, probe)
             part_b["slope_init"] = log_slope(np.asarray(part_b["init_profile"]["h"]))
         f = lr.fit(conf)
-        run_ = {"clip_norm": clip, "test_mse": f.result["test_mse"],
-                "nonfinite": f.result["nonfinite"],
-                "nonfinite_step": f.result["nonfinite_step"],
-                "max_grad_norm": f.result["max_grad_norm"],
-                "median_grad_norm": float(np.nanmedian(f.grad_norms)),
-                "losses": [float(x) for x in f.losses],
-                "grad_norms": [float(x) for x in f.grad_norms]}
+        run_ = {
+            "clip_norm": clip,
+            "test_mse": f.result["test_mse"],
+            "nonfinite": f.result["nonfinite"],
+            "nonfinite_step": f.result["nonfinite_step"],
+            "max_grad_norm": f.result["max_grad_norm"],
+            "median_grad_norm": float(np.nanmedian(f.grad_norms)),
+            "losses": [float(x) for x in f.losses],
+            "grad_norms": [float(x) for x in f.grad_norms],
+        }
         log(json.dumps({k: v for k, v in run_.items() if k not in ("losses", "grad_norms")}))
         part_b["runs"].append(run_)
     wall = time.perf_counter() - t0
     cmd = f"python -m experiments.gradient_flow{' --quick' if quick else ''}"
-    payload = {"command": cmd, "wall_s": round(wall, 1), "config": dataclasses.asdict(cfg),
-               "part_a": part_a, "part_b": part_b}
+    payload = {
+        "command": cmd,
+        "wall_s": round(wall, 1),
+        "config": dataclasses.asdict(cfg),
+        "part_a": part_a,
+        "part_b": part_b,
+    }
     tag = "gradient_flow" + ("_quick" if quick else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{tag}.json").write_text(json.dumps(payload))
@@ -237,37 +277,53 @@ def run(cfg: FlowConfig, quick: bool, out_dir: Path = RESULTS_DIR,
 
 def _markdown(p: dict[str, Any]) -> str:
     cfg = p["config"]
-    lines = [f"`{p['command']}` ({p['wall_s']:.0f} s); adding problem, T = {cfg['length']}, "
-             f"{cfg['train_steps']} training steps.", "",
-             "Slope of log10 ||dL/dh_t|| against the distance k from the loss (decades per "
-             "step; the per-step factor is 10^slope; ||dL/dh_{T-1-k}|| / ||dL/dh_{T-1}|| at "
-             f"k = {cfg['length'] - 1} in brackets).", "",
-             "| model | H | slope at init | slope trained | LSTM cell state c: init / trained "
-             "| test MSE after training |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"`{p['command']}` ({p['wall_s']:.0f} s); adding problem, T = {cfg['length']}, "
+        f"{cfg['train_steps']} training steps.",
+        "",
+        "Slope of log10 ||dL/dh_t|| against the distance k from the loss (decades per "
+        "step; the per-step factor is 10^slope; ||dL/dh_{T-1-k}|| / ||dL/dh_{T-1}|| at "
+        f"k = {cfg['length'] - 1} in brackets).",
+        "",
+        "| model | H | slope at init | slope trained | LSTM cell state c: init / trained "
+        "| test MSE after training |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in p["part_a"]:
+
         def ratio(prof):
             h = prof["h"]
             return h[-1] / h[0] if h[0] > 0 else float("nan")
 
-        c = (f"{r['slope_init_c']:+.4f} / {r['slope_trained_c']:+.4f}"
-             if "slope_init_c" in r else "")
-        lines.append(f"| {r['label']} | {r['hidden']} | {r['slope_init']:+.4f} "
-                     f"({ratio(r['init']):.1e}) | {r['slope_trained']:+.4f} "
-                     f"({ratio(r['trained']):.1e}) | {c} | {lr._fmt(r['test_mse'])} |")
+        c = f"{r['slope_init_c']:+.4f} / {r['slope_trained_c']:+.4f}" if "slope_init_c" in r else ""
+        lines.append(
+            f"| {r['label']} | {r['hidden']} | {r['slope_init']:+.4f} "
+            f"({ratio(r['init']):.1e}) | {r['slope_trained']:+.4f} "
+            f"({ratio(r['trained']):.1e}) | {c} | {lr._fmt(r['test_mse'])} |"
+        )
     b = p["part_b"]
-    lines += ["", f"Exploding gradients: tanh RNN with initial weights scaled by "
-              f"{b['init_scale']}; slope at init {b['slope_init']:+.4f} decades/step; trained "
-              f"{cfg['explode_steps']} steps with plain SGD, learning rate {cfg['explode_lr']}.",
-              "",
-              "| clipping | max grad norm | median grad norm | first non-finite step | "
-              "test MSE (last finite parameters) |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Exploding gradients: tanh RNN with initial weights scaled by "
+        f"{b['init_scale']}; slope at init {b['slope_init']:+.4f} decades/step; trained "
+        f"{cfg['explode_steps']} steps with plain SGD, learning rate {cfg['explode_lr']}.",
+        "",
+        "| clipping | max grad norm | median grad norm | first non-finite step | "
+        "test MSE (last finite parameters) |",
+        "|---|---|---|---|---|",
+    ]
     for r in b["runs"]:
         clip = "none" if r["clip_norm"] is None else f"global norm {r['clip_norm']}"
         bad = "never" if r.get("nonfinite_step") is None else str(r["nonfinite_step"])
-        lines.append(f"| {clip} | {r['max_grad_norm']:.3g} | {r['median_grad_norm']:.3g} | "
-                     f"{bad} | {lr._fmt(r['test_mse'])} |")
-    lines += ["", "seqjax.train skips a step whose loss or gradient is not finite and freezes "
-              "the run there; the median gradient norm is over the finite steps."]
+        lines.append(
+            f"| {clip} | {r['max_grad_norm']:.3g} | {r['median_grad_norm']:.3g} | "
+            f"{bad} | {lr._fmt(r['test_mse'])} |"
+        )
+    lines += [
+        "",
+        "seqjax.train skips a step whose loss or gradient is not finite and freezes "
+        "the run there; the median gradient norm is over the finite steps.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -285,12 +341,19 @@ def _figure(p: dict[str, Any], path: Path) -> None:
         b = p["part_b"]
         if when == "init":
             h = np.asarray(b["init_profile"]["h"])
-            ax.semilogy(np.arange(h.size), h, "k:",
-                        label=f"rnn, weights x{b['init_scale']} ({b['slope_init']:+.3f})")
+            ax.semilogy(
+                np.arange(h.size),
+                h,
+                "k:",
+                label=f"rnn, weights x{b['init_scale']} ({b['slope_init']:+.3f})",
+            )
         ax.set_xlabel("distance from the loss k (steps)")
         ax.set_ylabel("mean ||dL/dh_t||")
-        ax.set_title(f"adding T={p['config']['length']}: at {when}ialisation"
-                     if when == "init" else f"adding T={p['config']['length']}: after training")
+        ax.set_title(
+            f"adding T={p['config']['length']}: at {when}ialisation"
+            if when == "init"
+            else f"adding T={p['config']['length']}: after training"
+        )
         ax.legend(fontsize=7)
     ax = axes[2]
     for r in p["part_b"]["runs"]:
@@ -305,8 +368,13 @@ def _figure(p: dict[str, Any], path: Path) -> None:
         lab = "no clipping" if r["clip_norm"] is None else f"clip {r['clip_norm']}"
         ax2.plot(np.arange(sm.size) + w - 1, sm, lw=1.5, ls="--", label=f"loss, {lab}")
         if r.get("nonfinite_step") is not None:
-            ax.axvline(r["nonfinite_step"], color="k", lw=0.8, ls=":",
-                       label=f"non-finite ({lab}) at step {r['nonfinite_step']}")
+            ax.axvline(
+                r["nonfinite_step"],
+                color="k",
+                lw=0.8,
+                ls=":",
+                label=f"non-finite ({lab}) at step {r['nonfinite_step']}",
+            )
     ax2.set_yscale("log")
     ax2.set_ylabel("training loss (moving average)")
     ax.set_xlabel("step")
@@ -330,13 +398,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=str(RESULTS_DIR))
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     payload = run(QUICK if a.quick else FlowConfig(), a.quick, Path(a.out))
-    summary = {r["label"]: {"slope_init": r["slope_init"], "slope_trained": r["slope_trained"]}
-               for r in payload["part_a"]}
-    print(json.dumps({"wall_s": payload["wall_s"], "slopes": summary,
-                      "explode_slope_init": payload["part_b"]["slope_init"]}))
+    summary = {
+        r["label"]: {"slope_init": r["slope_init"], "slope_trained": r["slope_trained"]}
+        for r in payload["part_a"]
+    }
+    print(
+        json.dumps(
+            {
+                "wall_s": payload["wall_s"],
+                "slopes": summary,
+                "explode_slope_init": payload["part_b"]["slope_init"],
+            }
+        )
+    )
     return payload
 
 
 if __name__ == "__main__":
     main()
-

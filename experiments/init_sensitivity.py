@@ -52,8 +52,12 @@ class SensitivityConfig:
 QUICK = SensitivityConfig(length=50, steps=1000)
 
 
-def run(cfg: SensitivityConfig, quick: bool, out_dir: Path = RESULTS_DIR,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    cfg: SensitivityConfig,
+    quick: bool,
+    out_dir: Path = RESULTS_DIR,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Trains the grid and writes JSON, Markdown and PNG.
 
     Args:
@@ -70,19 +74,39 @@ def run(cfg: SensitivityConfig, quick: bool, out_dir: Path = RESULTS_DIR,
     for cell in cfg.cells:
         for scale in cfg.scales:
             for seed in cfg.seeds:
-                r = lr.train_and_evaluate(lr.Config(
-                    task="adding", cell=cell, length=cfg.length, steps=cfg.steps, seed=seed,
-                    init_scale=scale, budget=cfg.budget, eval_every=cfg.steps))
-                row = {"cell": r["cell"], "init_scale": scale, "seed": seed,
-                       "hidden": r["hidden"], "test_mse": r["test_mse"],
-                       "solved": r["solved"], "nonfinite": r["nonfinite"],
-                       "wall_s": r["wall_s"]}
+                r = lr.train_and_evaluate(
+                    lr.Config(
+                        task="adding",
+                        cell=cell,
+                        length=cfg.length,
+                        steps=cfg.steps,
+                        seed=seed,
+                        init_scale=scale,
+                        budget=cfg.budget,
+                        eval_every=cfg.steps,
+                    )
+                )
+                row = {
+                    "cell": r["cell"],
+                    "init_scale": scale,
+                    "seed": seed,
+                    "hidden": r["hidden"],
+                    "test_mse": r["test_mse"],
+                    "solved": r["solved"],
+                    "nonfinite": r["nonfinite"],
+                    "wall_s": r["wall_s"],
+                }
                 log(json.dumps(row))
                 runs.append(row)
     wall = time.perf_counter() - t0
     cmd = f"python -m experiments.init_sensitivity{' --quick' if quick else ''}"
-    payload = {"command": cmd, "wall_s": round(wall, 1), "config": dataclasses.asdict(cfg),
-               "runs": runs, "summary": summarise(runs)}
+    payload = {
+        "command": cmd,
+        "wall_s": round(wall, 1),
+        "config": dataclasses.asdict(cfg),
+        "runs": runs,
+        "summary": summarise(runs),
+    }
     tag = "init_sensitivity" + ("_quick" if quick else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1))
@@ -107,32 +131,45 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     out = []
     for cell, scale in dict.fromkeys((r["cell"], r["init_scale"]) for r in runs):
-        m = np.array([r["test_mse"] for r in runs
-                      if r["cell"] == cell and r["init_scale"] == scale], np.float64)
+        m = np.array(
+            [r["test_mse"] for r in runs if r["cell"] == cell and r["init_scale"] == scale],
+            np.float64,
+        )
         ok = m[np.isfinite(m)]
-        out.append({"cell": cell, "init_scale": scale, "n": int(m.size),
-                    "median": float(np.median(ok)) if ok.size else float("nan"),
-                    "min": float(ok.min()) if ok.size else float("nan"),
-                    "max": float(ok.max()) if ok.size else float("nan"),
-                    "log10_spread": float(np.log10(ok.max() / ok.min())) if ok.size else
-                    float("nan"),
-                    "solved": int(sum(r["solved"] for r in runs
-                                      if r["cell"] == cell and r["init_scale"] == scale)),
-                    "nonfinite": int(m.size - ok.size)})
+        out.append(
+            {
+                "cell": cell,
+                "init_scale": scale,
+                "n": int(m.size),
+                "median": float(np.median(ok)) if ok.size else float("nan"),
+                "min": float(ok.min()) if ok.size else float("nan"),
+                "max": float(ok.max()) if ok.size else float("nan"),
+                "log10_spread": float(np.log10(ok.max() / ok.min())) if ok.size else float("nan"),
+                "solved": int(
+                    sum(r["solved"] for r in runs if r["cell"] == cell and r["init_scale"] == scale)
+                ),
+                "nonfinite": int(m.size - ok.size),
+            }
+        )
     return out
 
 
 def _markdown(p: dict[str, Any]) -> str:
     c = p["config"]
-    lines = [f"`{p['command']}` ({p['wall_s']:.0f} s); adding problem T = {c['length']}, "
-             f"{c['steps']} steps, seeds {c['seeds']}; scale multiplies the default initial "
-             "input (Glorot-uniform) and recurrent (orthogonal) weights.", "",
-             "| cell | init scale | median test MSE | min | max | max/min (decades) | solved |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"`{p['command']}` ({p['wall_s']:.0f} s); adding problem T = {c['length']}, "
+        f"{c['steps']} steps, seeds {c['seeds']}; scale multiplies the default initial "
+        "input (Glorot-uniform) and recurrent (orthogonal) weights.",
+        "",
+        "| cell | init scale | median test MSE | min | max | max/min (decades) | solved |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in p["summary"]:
-        lines.append(f"| {s['cell']} | {s['init_scale']:g} | {lr._fmt(s['median'])} | "
-                     f"{lr._fmt(s['min'])} | {lr._fmt(s['max'])} | {s['log10_spread']:.2f} | "
-                     f"{s['solved']}/{s['n']} |")
+        lines.append(
+            f"| {s['cell']} | {s['init_scale']:g} | {lr._fmt(s['median'])} | "
+            f"{lr._fmt(s['min'])} | {lr._fmt(s['max'])} | {s['log10_spread']:.2f} | "
+            f"{s['solved']}/{s['n']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -147,12 +184,12 @@ def _figure(p: dict[str, Any], path: Path) -> None:
     n_cells = len(cfg["cells"])
     for ci, cell in enumerate(lr.canonical_cell(c) for c in cfg["cells"]):
         for si, scale in enumerate(cfg["scales"]):
-            ys = [r["test_mse"] for r in p["runs"]
-                  if r["cell"] == cell and r["init_scale"] == scale]
+            ys = [
+                r["test_mse"] for r in p["runs"] if r["cell"] == cell and r["init_scale"] == scale
+            ]
             x = si + (ci - (n_cells - 1) / 2) * 0.25
             jitter = np.linspace(-0.06, 0.06, len(ys))
-            ax.scatter(x + jitter, ys, color=f"C{ci}", s=18,
-                       label=cell if si == 0 else None)
+            ax.scatter(x + jitter, ys, color=f"C{ci}", s=18, label=cell if si == 0 else None)
             ax.hlines(np.median(ys), x - 0.1, x + 0.1, color=f"C{ci}")
     ax.axhline(1 / 6, color="k", ls="--", lw=0.8, label="baseline 1/6")
     ax.axhline(lr.SOLVED_MSE, color="grey", ls=":", lw=0.8, label="solved (0.01)")

@@ -147,8 +147,9 @@ def canonical_cell(name: str) -> str:
         return "V"
     if name.upper() in VARIANTS:
         return name.upper()
-    raise ValueError(f"unknown cell {name!r}; expected one of {BASE_CELLS} or a Greff variant "
-                     f"{VARIANTS}")
+    raise ValueError(
+        f"unknown cell {name!r}; expected one of {BASE_CELLS} or a Greff variant {VARIANTS}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,8 +168,9 @@ class ScaledInit:
         return self.init(key, shape, dtype) * jnp.asarray(self.scale, dtype)
 
 
-def make_cell(name: str, hidden: int, *, forget_bias: float = 1.0,
-              init_scale: float = 1.0) -> seqjax.Cell:
+def make_cell(
+    name: str, hidden: int, *, forget_bias: float = 1.0, init_scale: float = 1.0
+) -> seqjax.Cell:
     """Builds the cell definition of an experiment.
 
     Args:
@@ -189,8 +191,10 @@ def make_cell(name: str, hidden: int, *, forget_bias: float = 1.0,
     if init_scale != 1.0:
         from seqjax.cells.base import glorot_uniform, orthogonal
 
-        kw = dict(kernel_init=ScaledInit(glorot_uniform, init_scale),
-                  recurrent_init=ScaledInit(orthogonal, init_scale))
+        kw = dict(
+            kernel_init=ScaledInit(glorot_uniform, init_scale),
+            recurrent_init=ScaledInit(orthogonal, init_scale),
+        )
     if name == "rnn":
         return seqjax.SimpleRNN(hidden_size=hidden, **kw)
     if name == "gru":
@@ -256,8 +260,10 @@ class Model(NamedTuple):
         k_cell, k_out = jax.random.split(key)
         H = self.cell.output_size
         w = jax.random.normal(k_out, (H, o), jnp.float32) / jnp.sqrt(jnp.float32(H))
-        return {"cell": self.cell.init(k_cell, i),
-                "readout": {"w": w, "b": jnp.zeros((o,), jnp.float32)}}
+        return {
+            "cell": self.cell.init(k_cell, i),
+            "readout": {"w": w, "b": jnp.zeros((o,), jnp.float32)},
+        }
 
     def features(self, inputs: jax.Array) -> jax.Array:
         if self.task == "adding":
@@ -384,20 +390,30 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
     """
     cell_name = canonical_cell(config.cell)
     hidden = config.hidden or hidden_for_budget(cell_name, config.task, config.budget)
-    cell = make_cell(cell_name, hidden, forget_bias=config.forget_bias,
-                     init_scale=config.init_scale)
+    cell = make_cell(
+        cell_name, hidden, forget_bias=config.forget_bias, init_scale=config.init_scale
+    )
     model = Model(cell, config.task)
     chunk = math.gcd(config.steps, config.eval_every)
     opt, run_chunk, evaluate = _compiled(
-        model, (config.batch_size, config.length, config.learning_rate, config.clip_norm,
-                config.optimizer, chunk))
+        model,
+        (
+            config.batch_size,
+            config.length,
+            config.learning_rate,
+            config.clip_norm,
+            config.optimizer,
+            chunk,
+        ),
+    )
     key = jax.random.key(config.seed)
     k_init, k_data = jax.random.split(key)
     from seqjax import train
 
     state = train.TrainState.create(model.init(k_init), opt, rng=k_data)
-    test_in, test_tg = make_batch(config.task, jax.random.key(config.test_seed),
-                                  config.test_size, config.length)
+    test_in, test_tg = make_batch(
+        config.task, jax.random.key(config.test_seed), config.test_size, config.length
+    )
     t0 = time.perf_counter()
     history, all_losses, all_gnorms = [], [], []
     step = 0
@@ -411,14 +427,20 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
             m = {k: float(v) for k, v in evaluate(state.params, test_in, test_tg).items()}
             history.append({"step": step, "train_loss": float(np.mean(losses)), **m})
             if log is not None:
-                log(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in history[-1].items()
-                                                  if k != "step"))
+                log(
+                    f"step {step}: "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in history[-1].items() if k != "step")
+                )
     wall = time.perf_counter() - t0
     losses, gnorms = np.concatenate(all_losses), np.concatenate(all_gnorms)
     final = history[-1]
     result: dict[str, Any] = {
-        "task": config.task, "cell": cell_name, "length": config.length,
-        "steps": config.steps, "seed": config.seed, "hidden": hidden,
+        "task": config.task,
+        "cell": cell_name,
+        "length": config.length,
+        "steps": config.steps,
+        "seed": config.seed,
+        "hidden": hidden,
         "params": param_count(cell, *io_sizes(config.task)),
         "baseline": baseline(config.task, config.length),
     }
@@ -434,15 +456,21 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
     if bad >= 0:
         losses[bad:], gnorms[bad:] = np.nan, np.nan
     finite = np.isfinite(gnorms)
-    result.update(final_train_loss=float(losses[-1]), nonfinite=bad >= 0,
-                  nonfinite_step=bad if bad >= 0 else None,
-                  max_grad_norm=float(np.max(gnorms[finite])) if finite.any() else None,
-                  wall_s=round(wall, 2), config=dataclasses.asdict(config), history=history)
+    result.update(
+        final_train_loss=float(losses[-1]),
+        nonfinite=bad >= 0,
+        nonfinite_step=bad if bad >= 0 else None,
+        max_grad_norm=float(np.max(gnorms[finite])) if finite.any() else None,
+        wall_s=round(wall, 2),
+        config=dataclasses.asdict(config),
+        history=history,
+    )
     return Fit(model, state.params, result, losses, gnorms)
 
 
-def train_and_evaluate(config: Config, workdir: str | Path | None = None,
-                       *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+    config: Config, workdir: str | Path | None = None, *, log: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Trains one model on one task and evaluates it on the fixed held-out set.
 
     Args:
@@ -470,8 +498,9 @@ def train_and_evaluate(config: Config, workdir: str | Path | None = None,
         wd.mkdir(parents=True, exist_ok=True)
         (wd / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
         (wd / "history.json").write_text(json.dumps(result["history"], indent=1))
-        (wd / "result.json").write_text(json.dumps(
-            {k: v for k, v in result.items() if k != "history"}, indent=1))
+        (wd / "result.json").write_text(
+            json.dumps({k: v for k, v in result.items() if k != "history"}, indent=1)
+        )
     return result
 
 
@@ -489,9 +518,13 @@ SWEEPS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
-def run_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR,
-              log: Callable[[str], None] = print,
-              spec: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def run_sweep(
+    task: str,
+    quick: bool,
+    out_dir: Path = RESULTS_DIR,
+    log: Callable[[str], None] = print,
+    spec: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Experiments 1 and 2: every cell at every length; writes JSON, Markdown and a PNG.
 
     Args:
@@ -511,16 +544,27 @@ def run_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR,
     for length in spec["lengths"]:
         for cell in spec["cells"]:
             for seed in spec["seeds"]:
-                cfg = Config(task=task, cell=cell, length=length, steps=spec["steps"],
-                             seed=seed, hidden=spec.get("hidden"))
+                cfg = Config(
+                    task=task,
+                    cell=cell,
+                    length=length,
+                    steps=spec["steps"],
+                    seed=seed,
+                    hidden=spec.get("hidden"),
+                )
                 r = train_and_evaluate(cfg)
                 log(json.dumps({k: v for k, v in r.items() if k not in ("history", "config")}))
                 rows.append(r)
     total = time.perf_counter() - t0
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = f"python -m experiments.long_range sweep --task {task}{' --quick' if quick else ''}"
-    payload = {"command": cmd, "wall_s": round(total, 1), "spec": spec,
-               "config_defaults": dataclasses.asdict(Config(task=task)), "runs": rows}
+    payload = {
+        "command": cmd,
+        "wall_s": round(total, 1),
+        "spec": spec,
+        "config_defaults": dataclasses.asdict(Config(task=task)),
+        "runs": rows,
+    }
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1))
     (out_dir / f"{tag}.md").write_text(_sweep_markdown(task, rows, cmd, total))
     _sweep_figure(task, rows, out_dir / f"{tag}.png")
@@ -544,8 +588,9 @@ def replot_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR) -> list[di
     tag = f"{task}{'_quick' if quick else ''}"
     payload = json.loads((out_dir / f"{tag}.json").read_text())
     rows = payload["runs"]
-    (out_dir / f"{tag}.md").write_text(_sweep_markdown(task, rows, payload["command"],
-                                                       payload["wall_s"]))
+    (out_dir / f"{tag}.md").write_text(
+        _sweep_markdown(task, rows, payload["command"], payload["wall_s"])
+    )
     _sweep_figure(task, rows, out_dir / f"{tag}.png")
     return rows
 
@@ -571,16 +616,19 @@ def _sweep_markdown(task: str, rows: list[dict], cmd: str, wall: float) -> str:
                 cells_txt.append(_fmt(r[metric]) + (" **solved**" if r["solved"] else ""))
             else:
                 cells_txt.append(f"{_fmt(r[metric])} / {r['recall_accuracy']:.2f}")
-        lines.append(f"| {c} | {any_r['hidden']} | {any_r['params']} | "
-                     + " | ".join(cells_txt) + " |")
+        lines.append(
+            f"| {c} | {any_r['hidden']} | {any_r['params']} | " + " | ".join(cells_txt) + " |"
+        )
     base = " | ".join(_fmt(baseline(task, t)) for t in lengths)
     lines.append(f"| baseline | | | {base} |")
     lines.append("")
     if task == "adding":
         lines.append("Test MSE on 1,000 held-out sequences; solved = MSE < 0.01; baseline 1/6.")
     else:
-        lines.append("Test cross-entropy per step (nats) / accuracy on the 10 recalled "
-                     "symbols (chance 0.125); baseline 10 ln 8 / (T + 20).")
+        lines.append(
+            "Test cross-entropy per step (nats) / accuracy on the 10 recalled "
+            "symbols (chance 0.125); baseline 10 ln 8 / (T + 20)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -632,9 +680,11 @@ def _sweep_figure(task: str, rows: list[dict], path: Path) -> None:
 
 # -- command line ------------------------------------------------------------------------------
 
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.long_range",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.long_range", description=__doc__.split("\n\n")[0]
+    )
     d = Config()
     p.add_argument("--task", choices=TASKS, default=d.task)
     p.add_argument("--cell", default=d.cell)
@@ -646,8 +696,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer)
-    p.add_argument("--clip-norm", type=float, default=d.clip_norm,
-                   help="global-norm clipping threshold; 0 disables clipping")
+    p.add_argument(
+        "--clip-norm",
+        type=float,
+        default=d.clip_norm,
+        help="global-norm clipping threshold; 0 disables clipping",
+    )
     p.add_argument("--forget-bias", type=float, default=d.forget_bias)
     p.add_argument("--init-scale", type=float, default=d.init_scale)
     p.add_argument("--test-size", type=int, default=d.test_size)
@@ -671,20 +725,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | list[dict[str, A
         p.add_argument("--task", choices=TASKS, required=True)
         p.add_argument("--quick", action="store_true")
         p.add_argument("--out", default=str(RESULTS_DIR))
-        p.add_argument("--replot", action="store_true",
-                       help="rebuild the Markdown table and the figure from the saved JSON")
+        p.add_argument(
+            "--replot",
+            action="store_true",
+            help="rebuild the Markdown table and the figure from the saved JSON",
+        )
         a = p.parse_args(argv[1:])
         if a.replot:
             return replot_sweep(a.task, a.quick, Path(a.out))
         return run_sweep(a.task, a.quick, Path(a.out))
     a = _parser().parse_args(argv)
     try:
-        cfg = Config(task=a.task, cell=a.cell, length=a.length, steps=a.steps, seed=a.seed,
-                     hidden=a.hidden, budget=a.budget, batch_size=a.batch_size,
-                     learning_rate=a.learning_rate, optimizer=a.optimizer,
-                     clip_norm=a.clip_norm or None,
-                     forget_bias=a.forget_bias, init_scale=a.init_scale,
-                     test_size=a.test_size, eval_every=min(a.eval_every, a.steps))
+        cfg = Config(
+            task=a.task,
+            cell=a.cell,
+            length=a.length,
+            steps=a.steps,
+            seed=a.seed,
+            hidden=a.hidden,
+            budget=a.budget,
+            batch_size=a.batch_size,
+            learning_rate=a.learning_rate,
+            optimizer=a.optimizer,
+            clip_norm=a.clip_norm or None,
+            forget_bias=a.forget_bias,
+            init_scale=a.init_scale,
+            test_size=a.test_size,
+            eval_every=min(a.eval_every, a.steps),
+        )
     except (ValueError, TypeError) as e:
         _parser().error(str(e))
     result = train_and_evaluate(cfg, a.workdir, log=lambda s: print(s, file=sys.stderr))

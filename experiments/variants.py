@@ -32,8 +32,16 @@ from experiments import long_range as lr
 RESULTS_DIR = lr.RESULTS_DIR
 
 #: Median test MSE of a third-party adding-problem ablation (T = 50, hidden 12, Adam, 3 seeds).
-THIRD_PARTY_ADDING = {"CIFG": 0.0010, "NIAF": 0.0021, "V": 0.0033, "NP": 0.0034,
-                      "NFG": 0.0036, "NOAF": 0.0050, "NOG": 0.0069, "NIG": 0.0115}
+THIRD_PARTY_ADDING = {
+    "CIFG": 0.0010,
+    "NIAF": 0.0021,
+    "V": 0.0033,
+    "NP": 0.0034,
+    "NFG": 0.0036,
+    "NOAF": 0.0050,
+    "NOG": 0.0069,
+    "NIG": 0.0115,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +74,12 @@ def _metric(task: str) -> str:
     return "test_mse" if task == "adding" else "test_xent"
 
 
-def run(cfg: VariantsConfig, quick: bool, out_dir: Path = RESULTS_DIR,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    cfg: VariantsConfig,
+    quick: bool,
+    out_dir: Path = RESULTS_DIR,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Trains every variant on both tasks with every seed; writes JSON, Markdown and PNG.
 
     Args:
@@ -81,15 +93,37 @@ def run(cfg: VariantsConfig, quick: bool, out_dir: Path = RESULTS_DIR,
     """
     t0 = time.perf_counter()
     runs = []
-    for task, length, steps in (("adding", cfg.adding_length, cfg.adding_steps),
-                                ("copy", cfg.copy_length, cfg.copy_steps)):
+    for task, length, steps in (
+        ("adding", cfg.adding_length, cfg.adding_steps),
+        ("copy", cfg.copy_length, cfg.copy_steps),
+    ):
         for variant in cfg.variants:
             for seed in cfg.seeds:
-                r = lr.train_and_evaluate(lr.Config(
-                    task=task, cell=variant, length=length, steps=steps, seed=seed,
-                    hidden=cfg.hidden, eval_every=steps))
-                row = {k: r[k] for k in ("task", "cell", "length", "seed", "hidden", "params",
-                                         "baseline", "nonfinite", "wall_s")}
+                r = lr.train_and_evaluate(
+                    lr.Config(
+                        task=task,
+                        cell=variant,
+                        length=length,
+                        steps=steps,
+                        seed=seed,
+                        hidden=cfg.hidden,
+                        eval_every=steps,
+                    )
+                )
+                row = {
+                    k: r[k]
+                    for k in (
+                        "task",
+                        "cell",
+                        "length",
+                        "seed",
+                        "hidden",
+                        "params",
+                        "baseline",
+                        "nonfinite",
+                        "wall_s",
+                    )
+                }
                 row[_metric(task)] = r[_metric(task)]
                 if task == "copy":
                     row["recall_accuracy"] = r["recall_accuracy"]
@@ -97,8 +131,13 @@ def run(cfg: VariantsConfig, quick: bool, out_dir: Path = RESULTS_DIR,
                 runs.append(row)
     wall = time.perf_counter() - t0
     cmd = f"python -m experiments.variants{' --quick' if quick else ''}"
-    payload = {"command": cmd, "wall_s": round(wall, 1), "config": dataclasses.asdict(cfg),
-               "runs": runs, "ranking": rank(runs)}
+    payload = {
+        "command": cmd,
+        "wall_s": round(wall, 1),
+        "config": dataclasses.asdict(cfg),
+        "runs": runs,
+        "ranking": rank(runs),
+    }
     tag = "variants" + ("_quick" if quick else "")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1))
@@ -144,18 +183,23 @@ def rank(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for task in tasks:
         m = _metric(task)
         vals = {c: [r[m] for r in runs if r["task"] == task and r["cell"] == c] for c in cells}
-        med = {c: float(np.median(v)) if np.isfinite(v).all() else float("inf")
-               for c, v in vals.items()}
+        med = {
+            c: float(np.median(v)) if np.isfinite(v).all() else float("inf")
+            for c, v in vals.items()
+        }
         for i, c in enumerate(sorted(cells, key=lambda c: med[c])):
             table[c][f"{task}_median"] = med[c]
             table[c][f"{task}_rank"] = i + 1
             table[c][f"{task}_vs_V"] = separated(vals[c], vals["V"]) if "V" in vals else 0
-            table[c][f"{task}_params"] = next(r["params"] for r in runs
-                                              if r["task"] == task and r["cell"] == c)
+            table[c][f"{task}_params"] = next(
+                r["params"] for r in runs if r["task"] == task and r["cell"] == c
+            )
             if task == "copy":
-                table[c]["copy_recall_median"] = float(np.median(
-                    [r["recall_accuracy"] for r in runs if r["task"] == task
-                     and r["cell"] == c]))
+                table[c]["copy_recall_median"] = float(
+                    np.median(
+                        [r["recall_accuracy"] for r in runs if r["task"] == task and r["cell"] == c]
+                    )
+                )
     for row in table.values():
         row["mean_rank"] = float(np.mean([row[f"{t}_rank"] for t in tasks]))
     return sorted(table.values(), key=lambda r: (r["mean_rank"], r["cell"]))
@@ -216,32 +260,44 @@ def _markdown(p: dict[str, Any]) -> str:
     n = len(c["seeds"])
     p_val = 1 / math.comb(2 * n, n)
     mark = {1: " (worse)", -1: " (better)", 0: ""}
-    lines = [f"`{p['command']}` ({p['wall_s']:.0f} s); hidden {c['hidden']} for every variant; "
-             f"adding T = {c['adding_length']} ({c['adding_steps']} steps), copy T = "
-             f"{c['copy_length']} ({c['copy_steps']} steps), seeds {c['seeds']}.", "",
-             f"Median over seeds; rank 1 = best. \"worse\"/\"better\": every seed on the same "
-             f"side of every V seed (exact one-sided Mann-Whitney, p = {p_val:.3f}). "
-             "Third-party column: median test MSE of an adding-problem ablation at T = 50, "
-             "hidden 12 (its own rank in brackets).", "",
-             "| variant | params (adding) | adding test MSE | rank | copy test xent | recall acc "
-             "| rank | mean rank | third-party adding MSE |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    tp_rank = {v: i + 1 for i, v in enumerate(sorted(THIRD_PARTY_ADDING,
-                                                     key=THIRD_PARTY_ADDING.get))}
+    lines = [
+        f"`{p['command']}` ({p['wall_s']:.0f} s); hidden {c['hidden']} for every variant; "
+        f"adding T = {c['adding_length']} ({c['adding_steps']} steps), copy T = "
+        f"{c['copy_length']} ({c['copy_steps']} steps), seeds {c['seeds']}.",
+        "",
+        f'Median over seeds; rank 1 = best. "worse"/"better": every seed on the same '
+        f"side of every V seed (exact one-sided Mann-Whitney, p = {p_val:.3f}). "
+        "Third-party column: median test MSE of an adding-problem ablation at T = 50, "
+        "hidden 12 (its own rank in brackets).",
+        "",
+        "| variant | params (adding) | adding test MSE | rank | copy test xent | recall acc "
+        "| rank | mean rank | third-party adding MSE |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    tp_rank = {
+        v: i + 1 for i, v in enumerate(sorted(THIRD_PARTY_ADDING, key=THIRD_PARTY_ADDING.get))
+    }
     for r in p["ranking"]:
-        tp = (f"{THIRD_PARTY_ADDING[r['cell']]:.4f} ({tp_rank[r['cell']]})"
-              if r["cell"] in THIRD_PARTY_ADDING else "n/a")
+        tp = (
+            f"{THIRD_PARTY_ADDING[r['cell']]:.4f} ({tp_rank[r['cell']]})"
+            if r["cell"] in THIRD_PARTY_ADDING
+            else "n/a"
+        )
         lines.append(
             f"| {r['cell']} | {r['adding_params']} | {lr._fmt(r['adding_median'])}"
             f"{mark[r['adding_vs_V']]} | {r['adding_rank']} | {lr._fmt(r['copy_median'])}"
             f"{mark[r['copy_vs_V']]} | {r['copy_recall_median']:.2f} | {r['copy_rank']} | "
-            f"{r['mean_rank']:.1f} | {tp} |")
+            f"{r['mean_rank']:.1f} | {tp} |"
+        )
     base = lr.baseline("copy", c["copy_length"])
     lines += ["", f"Baselines: adding 1/6 = 0.1667; copy 10 ln 8 / (T + 20) = {base:.4f}."]
     rho, shared = third_party_agreement(p["ranking"])
     if shared >= 3:
-        lines += ["", f"Spearman rank correlation of our adding-problem medians with the "
-                  f"third-party medians over the {shared} shared variants: {rho:.3f}."]
+        lines += [
+            "",
+            f"Spearman rank correlation of our adding-problem medians with the "
+            f"third-party medians over the {shared} shared variants: {rho:.3f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -257,8 +313,12 @@ def _figure(p: dict[str, Any], path: Path) -> None:
         m = _metric(task)
         for i, cell in enumerate(order):
             ys = [r[m] for r in p["runs"] if r["task"] == task and r["cell"] == cell]
-            ax.scatter(np.full(len(ys), i) + np.linspace(-0.1, 0.1, len(ys)), ys, s=16,
-                       color="C3" if cell == "V" else "C0")
+            ax.scatter(
+                np.full(len(ys), i) + np.linspace(-0.1, 0.1, len(ys)),
+                ys,
+                s=16,
+                color="C3" if cell == "V" else "C0",
+            )
             ax.hlines(np.median(ys), i - 0.25, i + 0.25, color="k")
         length = p["config"][f"{task}_length"]
         ax.axhline(lr.baseline(task, length), color="k", ls="--", lw=0.8, label="baseline")
@@ -280,8 +340,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(prog="python -m experiments.variants")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS_DIR))
-    p.add_argument("--replot", action="store_true",
-                   help="rebuild the Markdown table and the figure from the saved JSON")
+    p.add_argument(
+        "--replot",
+        action="store_true",
+        help="rebuild the Markdown table and the figure from the saved JSON",
+    )
     a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
     if a.replot:
         payload = replot(a.quick, Path(a.out))

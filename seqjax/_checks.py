@@ -33,8 +33,14 @@ def one_of(name: str, value: Any, choices: Iterable[Any]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def non_negative_float(name: str, value: Any, *, allow_none: bool = False,
-                       upper: float | None = None, upper_inclusive: bool = True) -> None:
+def non_negative_float(
+    name: str,
+    value: Any,
+    *,
+    allow_none: bool = False,
+    upper: float | None = None,
+    upper_inclusive: bool = True,
+) -> None:
     """Raises unless ``value`` is a real number >= 0 (and <= ``upper`` when given)."""
     if value is None and allow_none:
         return
@@ -64,7 +70,8 @@ def floating(name: str, x: jax.Array) -> None:
     """Raises TypeError unless ``x`` has a floating dtype."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
-            f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}")
+            f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}"
+        )
 
 
 def feature_size(name: str, x: jax.Array, expected: int) -> None:
@@ -87,8 +94,9 @@ def tree_shapes_match(name: str, got: Any, expected: Any) -> None:
     exp_leaves, exp_def = jax.tree_util.tree_flatten(expected)
     if got_def != exp_def:
         raise ValueError(f"{name} has structure {got_def}, expected {exp_def}")
-    for path_leaf, g, e in zip(jax.tree_util.tree_leaves_with_path(expected), got_leaves,
-                               exp_leaves, strict=True):
+    for path_leaf, g, e in zip(
+        jax.tree_util.tree_leaves_with_path(expected), got_leaves, exp_leaves, strict=True
+    ):
         gshape = tuple(np.shape(g))
         if gshape != tuple(e.shape):
             where = jax.tree_util.keystr(path_leaf[0])

@@ -95,13 +95,14 @@ class Stack(Cell):
     def __post_init__(self):
         if not isinstance(self.layers, tuple) or not self.layers:
             raise ValueError(
-                f"Stack.layers must be a non-empty tuple of cells, got {self.layers!r}")
+                f"Stack.layers must be a non-empty tuple of cells, got {self.layers!r}"
+            )
         for k, layer in enumerate(self.layers):
             if not isinstance(layer, Cell):
-                raise TypeError(f"Stack.layers[{k}] must be a seqjax cell, got "
-                                f"{type(layer).__name__}")
-        _checks.non_negative_float("Stack.dropout", self.dropout, upper=1.0,
-                                   upper_inclusive=False)
+                raise TypeError(
+                    f"Stack.layers[{k}] must be a seqjax cell, got {type(layer).__name__}"
+                )
+        _checks.non_negative_float("Stack.dropout", self.dropout, upper=1.0, upper_inclusive=False)
         if not isinstance(self.residual, bool):
             raise TypeError(f"Stack.residual must be a bool, got {self.residual!r}")
         if self.residual:
@@ -110,7 +111,8 @@ class Stack(Cell):
                 if n_in != n_out:
                     raise ValueError(
                         f"Stack(residual=True): layer {k} maps {n_in} features to {n_out}; "
-                        "residual connections need equal sizes on every layer after the first")
+                        "residual connections need equal sizes on every layer after the first"
+                    )
 
     @property
     def output_size(self) -> int:
@@ -128,8 +130,9 @@ class Stack(Cell):
 
     def initial_carry(self, batch_shape: Shape = (), dtype: DType = jnp.float32) -> StackCarry:
         """Each layer's zero carry, bottom first."""
-        return StackCarry(layers=tuple(layer.initial_carry(batch_shape, dtype)
-                                       for layer in self.layers))
+        return StackCarry(
+            layers=tuple(layer.initial_carry(batch_shape, dtype) for layer in self.layers)
+        )
 
     def input_size(self, params: StackParams) -> int:
         return self.layers[0].input_size(params.layers[0])
@@ -137,8 +140,9 @@ class Stack(Cell):
     def step(self, params: StackParams, carry: StackCarry, xp: Array) -> tuple[StackCarry, Array]:
         """One time step through every layer (no dropout: stepping is deterministic)."""
         x, new = xp, []
-        for k, (layer, p, c) in enumerate(zip(self.layers, params.layers, carry.layers,
-                                              strict=True)):
+        for k, (layer, p, c) in enumerate(
+            zip(self.layers, params.layers, carry.layers, strict=True)
+        ):
             c, y = layer.step(p, c, layer.project_inputs(p, x))
             if self.residual and k > 0:
                 y = y + x
@@ -150,13 +154,13 @@ class Stack(Cell):
         """Runs the layers one after another, each over the whole sequence."""
         x, new = xs, []
         last = len(self.layers) - 1
-        for k, (layer, p, c) in enumerate(zip(self.layers, params.layers, carry.layers,
-                                              strict=True)):
+        for k, (layer, p, c) in enumerate(
+            zip(self.layers, params.layers, carry.layers, strict=True)
+        ):
             k_layer = k_drop = None
             if key is not None:
                 k_layer, k_drop = jax.random.split(jax.random.fold_in(key, k))
-            c, y = layer.scan_time_major(p, c, x, mask, reverse=reverse, unroll=unroll,
-                                         key=k_layer)
+            c, y = layer.scan_time_major(p, c, x, mask, reverse=reverse, unroll=unroll, key=k_layer)
             if self.residual and k > 0:
                 y = y + x
             if k < last and k_drop is not None and self.dropout > 0:
@@ -190,13 +194,16 @@ class Bidirectional(Cell):
     def __post_init__(self):
         for name in ("forward", "backward"):
             if not isinstance(getattr(self, name), Cell):
-                raise TypeError(f"Bidirectional.{name} must be a seqjax cell, got "
-                                f"{type(getattr(self, name)).__name__}")
+                raise TypeError(
+                    f"Bidirectional.{name} must be a seqjax cell, got "
+                    f"{type(getattr(self, name)).__name__}"
+                )
         _checks.one_of("Bidirectional.merge", self.merge, ("concat", "sum"))
         if self.merge == "sum" and self.forward.output_size != self.backward.output_size:
             raise ValueError(
                 f"Bidirectional(merge='sum') needs equal output sizes, got forward "
-                f"{self.forward.output_size} and backward {self.backward.output_size}")
+                f"{self.forward.output_size} and backward {self.backward.output_size}"
+            )
 
     @property
     def output_size(self) -> int:
@@ -207,14 +214,18 @@ class Bidirectional(Cell):
     def init(self, key: PRNGKey, input_size: int) -> BidirectionalParams:
         """Creates :class:`BidirectionalParams` (independent keys for the two directions)."""
         k_f, k_b = jax.random.split(key)
-        return BidirectionalParams(forward=self.forward.init(k_f, input_size),
-                                   backward=self.backward.init(k_b, input_size))
+        return BidirectionalParams(
+            forward=self.forward.init(k_f, input_size), backward=self.backward.init(k_b, input_size)
+        )
 
-    def initial_carry(self, batch_shape: Shape = (),
-                      dtype: DType = jnp.float32) -> BidirectionalCarry:
+    def initial_carry(
+        self, batch_shape: Shape = (), dtype: DType = jnp.float32
+    ) -> BidirectionalCarry:
         """Zero carries for both directions."""
-        return BidirectionalCarry(forward=self.forward.initial_carry(batch_shape, dtype),
-                                  backward=self.backward.initial_carry(batch_shape, dtype))
+        return BidirectionalCarry(
+            forward=self.forward.initial_carry(batch_shape, dtype),
+            backward=self.backward.initial_carry(batch_shape, dtype),
+        )
 
     def input_size(self, params: BidirectionalParams) -> int:
         return self.forward.input_size(params.forward)
@@ -222,7 +233,8 @@ class Bidirectional(Cell):
     def step(self, params, carry, xp):
         raise TypeError(
             "a bidirectional layer needs the whole sequence and cannot take a single time step; "
-            "run it with seqjax.scan(cell, params, xs)")
+            "run it with seqjax.scan(cell, params, xs)"
+        )
 
     def __call__(self, params, carry, x):
         return self.step(params, carry, x)
@@ -232,10 +244,12 @@ class Bidirectional(Cell):
         k_f = k_b = None
         if key is not None:
             k_f, k_b = jax.random.split(key)
-        c_f, y_f = self.forward.scan_time_major(params.forward, carry.forward, xs, mask,
-                                                reverse=reverse, unroll=unroll, key=k_f)
-        c_b, y_b = self.backward.scan_time_major(params.backward, carry.backward, xs, mask,
-                                                 reverse=not reverse, unroll=unroll, key=k_b)
+        c_f, y_f = self.forward.scan_time_major(
+            params.forward, carry.forward, xs, mask, reverse=reverse, unroll=unroll, key=k_f
+        )
+        c_b, y_b = self.backward.scan_time_major(
+            params.backward, carry.backward, xs, mask, reverse=not reverse, unroll=unroll, key=k_b
+        )
         ys = y_f + y_b if self.merge == "sum" else jnp.concatenate([y_f, y_b], axis=-1)
         return BidirectionalCarry(forward=c_f, backward=c_b), ys
 
@@ -265,8 +279,9 @@ def stack(cells: Sequence[Cell], *, dropout: float = 0.0, residual: bool = False
     return Stack(layers=tuple(cells), dropout=dropout, residual=residual)
 
 
-def bidirectional(cell: Cell, *, merge: str = "concat", backward: Cell | None = None
-                  ) -> Bidirectional:
+def bidirectional(
+    cell: Cell, *, merge: str = "concat", backward: Cell | None = None
+) -> Bidirectional:
     """Wraps a cell into a bidirectional layer.
 
     Args:
@@ -286,5 +301,4 @@ def bidirectional(cell: Cell, *, merge: str = "concat", backward: Cell | None = 
       >>> ys.shape
       (2, 6, 8)
     """
-    return Bidirectional(forward=cell, backward=cell if backward is None else backward,
-                         merge=merge)
+    return Bidirectional(forward=cell, backward=cell if backward is None else backward, merge=merge)

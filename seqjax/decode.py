@@ -114,8 +114,14 @@ def filter_top_p(logits: Array, top_p: float) -> Array:
     return _nucleus(logits, top_p, is_sorted=False)
 
 
-def sample_logits(key: PRNGKey, logits: Array, *, temperature: float = 1.0,
-                  top_k: int | None = None, top_p: float | None = None) -> Array:
+def sample_logits(
+    key: PRNGKey,
+    logits: Array,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Array:
     """Draws one token per row of ``logits``.
 
     Args:
@@ -150,13 +156,19 @@ def _nucleus(logits: Array, top_p: float | Array, is_sorted: bool) -> Array:
     else:
         order = jnp.argsort(-logits, axis=-1)
         probs = jax.nn.softmax(jnp.take_along_axis(logits, order, axis=-1), axis=-1)
-        keep = jnp.take_along_axis(_top_p_mask_sorted(probs, top_p),
-                                   jnp.argsort(order, axis=-1), axis=-1)
+        keep = jnp.take_along_axis(
+            _top_p_mask_sorted(probs, top_p), jnp.argsort(order, axis=-1), axis=-1
+        )
     return jnp.where(keep, logits, jnp.asarray(-jnp.inf, logits.dtype))
 
 
-def _sample(key: PRNGKey, logits: Array, temperature: float | Array, top_k: int | None,
-            top_p: float | Array | None) -> Array:
+def _sample(
+    key: PRNGKey,
+    logits: Array,
+    temperature: float | Array,
+    top_k: int | None,
+    top_p: float | Array | None,
+) -> Array:
     """Temperature, then top-k, then nucleus, then a categorical draw (arguments checked)."""
     logits = logits / temperature
     idx = None
@@ -234,25 +246,47 @@ def generate(
     if not jnp.issubdtype(prompt.dtype, jnp.integer):
         raise TypeError(f"prompt must hold integer token ids, got dtype {prompt.dtype}")
     if prompt.ndim != 2 or prompt.shape[1] < 1:
-        raise ValueError(f"prompt must be [B, P] token ids with P >= 1, got shape "
-                         f"{prompt.shape}")
+        raise ValueError(f"prompt must be [B, P] token ids with P >= 1, got shape {prompt.shape}")
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"length must be an int >= 1, got {length!r}")
     _check_sampling(temperature, top_k, top_p)
     greedy = temperature == 0
-    return _generate(step_fn, prime_fn, length, top_k, greedy, top_p is not None, params, carry,
-                     prompt.astype(jnp.int32), key,
-                     jnp.asarray(1.0 if greedy else temperature, jnp.float32),
-                     jnp.asarray(1.0 if top_p is None else top_p, jnp.float32))
+    return _generate(
+        step_fn,
+        prime_fn,
+        length,
+        top_k,
+        greedy,
+        top_p is not None,
+        params,
+        carry,
+        prompt.astype(jnp.int32),
+        key,
+        jnp.asarray(1.0 if greedy else temperature, jnp.float32),
+        jnp.asarray(1.0 if top_p is None else top_p, jnp.float32),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4, 5))
-def _generate(step_fn, prime_fn, length, top_k, greedy, use_top_p, params, carry, prompt, key,
-              temperature, top_p):
+def _generate(
+    step_fn,
+    prime_fn,
+    length,
+    top_k,
+    greedy,
+    use_top_p,
+    params,
+    carry,
+    prompt,
+    key,
+    temperature,
+    top_p,
+):
     if prime_fn is not None:
         carry, logits = prime_fn(params, carry, prompt)
         last = logits[:, -1]
     else:
+
         def read(c, tok):
             c, lg = step_fn(params, c, tok)
             return c, lg
@@ -264,8 +298,9 @@ def _generate(step_fn, prime_fn, length, top_k, greedy, use_top_p, params, carry
         lg = lg.astype(jnp.promote_types(lg.dtype, jnp.float32))
         if greedy:
             return jnp.argmax(lg, axis=-1).astype(jnp.int32)
-        return _sample(jax.random.fold_in(key, t), lg, temperature, top_k,
-                       top_p if use_top_p else None)
+        return _sample(
+            jax.random.fold_in(key, t), lg, temperature, top_k, top_p if use_top_p else None
+        )
 
     first = draw(0, last)
 

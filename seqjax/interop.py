@@ -84,9 +84,18 @@ _SUPPORTED = "torch.nn.RNN, nn.LSTM, nn.GRU, nn.RNNCell, nn.LSTMCell or nn.GRUCe
 
 # The plain-cell hyperparameters of LSTM that PyTorch's nn.LSTM has (anything else differs from
 # the default and cannot be exported).
-_LSTM_TORCH_DEFAULTS = dict(peephole=False, coupled=False, input_gate=True, forget_gate=True,
-                            output_gate=True, input_activation=True, output_activation=True,
-                            full_gate_recurrence=False, cell_clip=None, layer_norm=False)
+_LSTM_TORCH_DEFAULTS = dict(
+    peephole=False,
+    coupled=False,
+    input_gate=True,
+    forget_gate=True,
+    output_gate=True,
+    input_activation=True,
+    output_activation=True,
+    full_gate_recurrence=False,
+    cell_clip=None,
+    layer_norm=False,
+)
 
 
 # -- torch -> seqjax ------------------------------------------------------------------------------
@@ -138,33 +147,38 @@ def from_torch(module: Any, *, param_dtype: DType | None = None) -> tuple[Cell, 
     if isinstance(module, (nn.RNNCell, nn.LSTMCell, nn.GRUCell)):
         kind = _cell_kind(module)
         dtype = _resolve_dtype(module, param_dtype)
-        cell = _plain_cell(kind, module.hidden_size, None, _nonlinearity(module),
-                           module.bias, dtype)
+        cell = _plain_cell(
+            kind, module.hidden_size, None, _nonlinearity(module), module.bias, dtype
+        )
         params = _layer_params(kind, module, "", dtype)
         return cell, params
     if not isinstance(module, (nn.RNN, nn.LSTM, nn.GRU)):
         raise TypeError(
             f"from_torch supports {_SUPPORTED}; got {type(module).__module__}."
-            f"{type(module).__qualname__}")
+            f"{type(module).__qualname__}"
+        )
     kind = _cell_kind(module)
     dtype = _resolve_dtype(module, param_dtype)
     proj = getattr(module, "proj_size", 0) or None
-    layer_cell = _plain_cell(kind, module.hidden_size, proj, _nonlinearity(module), module.bias,
-                             dtype)
+    layer_cell = _plain_cell(
+        kind, module.hidden_size, proj, _nonlinearity(module), module.bias, dtype
+    )
     layers, layer_params = [], []
     for k in range(module.num_layers):
         if module.bidirectional:
             layers.append(bidirectional(layer_cell))
-            layer_params.append(BidirectionalParams(
-                forward=_layer_params(kind, module, f"_l{k}", dtype),
-                backward=_layer_params(kind, module, f"_l{k}_reverse", dtype)))
+            layer_params.append(
+                BidirectionalParams(
+                    forward=_layer_params(kind, module, f"_l{k}", dtype),
+                    backward=_layer_params(kind, module, f"_l{k}_reverse", dtype),
+                )
+            )
         else:
             layers.append(layer_cell)
             layer_params.append(_layer_params(kind, module, f"_l{k}", dtype))
     if module.num_layers == 1:
         return layers[0], layer_params[0]
-    return (stack(layers, dropout=float(module.dropout)),
-            StackParams(layers=tuple(layer_params)))
+    return (stack(layers, dropout=float(module.dropout)), StackParams(layers=tuple(layer_params)))
 
 
 def _torch():
@@ -188,32 +202,42 @@ def _nonlinearity(module: Any) -> str:
     return getattr(module, "nonlinearity", "tanh")
 
 
-def _plain_cell(kind: str, hidden: int, proj: int | None, nonlinearity: str, bias: bool,
-                dtype: DType) -> Cell:
+def _plain_cell(
+    kind: str, hidden: int, proj: int | None, nonlinearity: str, bias: bool, dtype: DType
+) -> Cell:
     if kind == "lstm":
         return LSTM(hidden_size=hidden, proj_size=proj, use_bias=bool(bias), param_dtype=dtype)
     if kind == "gru":
         return GRU(hidden_size=hidden, reset_after=True, use_bias=bool(bias), param_dtype=dtype)
-    return SimpleRNN(hidden_size=hidden, activation=nonlinearity, use_bias=bool(bias),
-                     param_dtype=dtype)
+    return SimpleRNN(
+        hidden_size=hidden, activation=nonlinearity, use_bias=bool(bias), param_dtype=dtype
+    )
 
 
-_TORCH_TO_JNP = {"float16": jnp.float16, "bfloat16": jnp.bfloat16, "float32": jnp.float32,
-                 "float64": jnp.float64}
+_TORCH_TO_JNP = {
+    "float16": jnp.float16,
+    "bfloat16": jnp.bfloat16,
+    "float32": jnp.float32,
+    "float64": jnp.float64,
+}
 
 
 def _resolve_dtype(module: Any, param_dtype: DType | None) -> DType:
     """The parameters' JAX dtype: ``param_dtype`` or the module's, checked against x64 mode."""
     dtypes = {p.dtype for p in module.parameters()}
     if len(dtypes) != 1:
-        raise TypeError(f"{type(module).__name__} has parameters of several dtypes "
-                        f"{sorted(str(d) for d in dtypes)}; convert it with module.float() or "
-                        "module.double() first")
+        raise TypeError(
+            f"{type(module).__name__} has parameters of several dtypes "
+            f"{sorted(str(d) for d in dtypes)}; convert it with module.float() or "
+            "module.double() first"
+        )
     (tdt,) = dtypes
     name = str(tdt).removeprefix("torch.")
     if not tdt.is_floating_point or name not in _TORCH_TO_JNP:
-        raise TypeError(f"{type(module).__name__} parameters must be float16, bfloat16, float32 "
-                        f"or float64, got {tdt}")
+        raise TypeError(
+            f"{type(module).__name__} parameters must be float16, bfloat16, float32 "
+            f"or float64, got {tdt}"
+        )
     dtype = jnp.dtype(_TORCH_TO_JNP[name] if param_dtype is None else param_dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"param_dtype must be a floating dtype, got {dtype}")
@@ -222,7 +246,8 @@ def _resolve_dtype(module: Any, param_dtype: DType | None) -> DType:
             f"the parameters would be {dtype} but JAX's 64-bit mode is off, so they would be "
             f"silently truncated to {jax.dtypes.canonicalize_dtype(dtype)}; enable it with "
             "jax.config.update('jax_enable_x64', True) (or inside `with jax.enable_x64(True):`), "
-            "or pass param_dtype=jnp.float32")
+            "or pass param_dtype=jnp.float32"
+        )
     return dtype
 
 
@@ -249,17 +274,20 @@ def _layer_params(kind: str, module: Any, suffix: str, dtype: DType) -> PyTree:
         w_proj = None
         if getattr(module, "proj_size", 0):
             w_proj = _array(get("weight_hr"), dtype).T  # [H, P]
-        return LSTMParams(w_ih=w_ih, w_hh=w_hh, b=None if b_ih is None else b_ih + b_hh,
-                          w_proj=w_proj)
+        return LSTMParams(
+            w_ih=w_ih, w_hh=w_hh, b=None if b_ih is None else b_ih + b_hh, w_proj=w_proj
+        )
     if kind == "gru":
         H = module.hidden_size
-        flip = jnp.concatenate([jnp.ones((H,), dtype), -jnp.ones((H,), dtype),
-                                jnp.ones((H,), dtype)])  # negates the z block
+        flip = jnp.concatenate(
+            [jnp.ones((H,), dtype), -jnp.ones((H,), dtype), jnp.ones((H,), dtype)]
+        )  # negates the z block
         b = b_hn = None
         if b_ih is not None:
-            b = jnp.concatenate([b_ih[:H] + b_hh[:H], -(b_ih[H:2 * H] + b_hh[H:2 * H]),
-                                 b_ih[2 * H:]])
-            b_hn = b_hh[2 * H:]
+            b = jnp.concatenate(
+                [b_ih[:H] + b_hh[:H], -(b_ih[H : 2 * H] + b_hh[H : 2 * H]), b_ih[2 * H :]]
+            )
+            b_hn = b_hh[2 * H :]
         return GRUParams(w_ih=w_ih * flip, w_hh=w_hh * flip, b=b, b_hn=b_hn)
     return SimpleRNNParams(w_ih=w_ih, w_hh=w_hh, b=None if b_ih is None else b_ih + b_hh)
 
@@ -268,8 +296,8 @@ def _layer_params(kind: str, module: Any, suffix: str, dtype: DType) -> PyTree:
 class _Layout(NamedTuple):
     """How a seqjax cell maps onto one PyTorch module."""
 
-    kind: str                 # "rnn", "lstm" or "gru"
-    layer: Cell               # the plain cell of every layer and direction
+    kind: str  # "rnn", "lstm" or "gru"
+    layer: Cell  # the plain cell of every layer and direction
     num_layers: int
     bidirectional: bool
     dropout: float
@@ -283,18 +311,23 @@ def _torch_signature(cell: Cell, where: str) -> tuple:
         if not cell.reset_after:
             raise ValueError(
                 f"{where}: PyTorch's nn.GRU is the reset-after form; a GRU(reset_after=False) "
-                "(reset applied before the recurrent matmul) has no PyTorch equivalent")
+                "(reset applied before the recurrent matmul) has no PyTorch equivalent"
+            )
         return ("gru", cell.hidden_size, None, "tanh", cell.use_bias)
     if isinstance(cell, LSTM):
-        extra = {k: getattr(cell, k) for k, v in _LSTM_TORCH_DEFAULTS.items()
-                 if getattr(cell, k) != v}
+        extra = {
+            k: getattr(cell, k) for k, v in _LSTM_TORCH_DEFAULTS.items() if getattr(cell, k) != v
+        }
         if extra:
             raise ValueError(
                 f"{where}: PyTorch's nn.LSTM has no equivalent of the LSTM options {extra}; "
-                "only hidden_size, proj_size and use_bias can be exported")
+                "only hidden_size, proj_size and use_bias can be exported"
+            )
         return ("lstm", cell.hidden_size, cell.proj_size, "tanh", cell.use_bias)
-    raise TypeError(f"{where}: expected a seqjax SimpleRNN, LSTM, GRU, or a bidirectional / "
-                    f"stack of them, got {type(cell).__name__}")
+    raise TypeError(
+        f"{where}: expected a seqjax SimpleRNN, LSTM, GRU, or a bidirectional / "
+        f"stack of them, got {type(cell).__name__}"
+    )
 
 
 def _layout(cell: Cell) -> _Layout:
@@ -304,30 +337,43 @@ def _layout(cell: Cell) -> _Layout:
     dropout = 0.0
     if isinstance(cell, Stack):
         if cell.residual:
-            raise ValueError("a Stack(residual=True) has no PyTorch equivalent (nn.LSTM/GRU/RNN "
-                             "layers have no residual connections)")
+            raise ValueError(
+                "a Stack(residual=True) has no PyTorch equivalent (nn.LSTM/GRU/RNN "
+                "layers have no residual connections)"
+            )
         layers, dropout = cell.layers, cell.dropout
     else:
         layers = (cell,)
     bidir = [isinstance(layer, Bidirectional) for layer in layers]
     if any(bidir) and not all(bidir):
-        raise ValueError("PyTorch modules are bidirectional in every layer or in none; this "
-                         f"stack mixes them (bidirectional: {bidir})")
+        raise ValueError(
+            "PyTorch modules are bidirectional in every layer or in none; this "
+            f"stack mixes them (bidirectional: {bidir})"
+        )
     sigs, first = [], None
     for k, layer in enumerate(layers):
         directions = (layer.forward, layer.backward) if bidir[0] else (layer,)
         if bidir[0] and layer.merge != "concat":
-            raise ValueError(f"layer {k}: PyTorch concatenates the two directions; "
-                             f"Bidirectional(merge={layer.merge!r}) cannot be exported")
+            raise ValueError(
+                f"layer {k}: PyTorch concatenates the two directions; "
+                f"Bidirectional(merge={layer.merge!r}) cannot be exported"
+            )
         for d, direction in enumerate(directions):
             where = f"layer {k}" + (f" ({('forward', 'backward')[d]})" if bidir[0] else "")
             sigs.append(_torch_signature(direction, where))
             first = direction if first is None else first
     if len(set(sigs)) != 1:
-        raise ValueError("every layer and direction of a PyTorch module has the same type and "
-                         f"sizes; got (type, hidden, proj, activation, bias) = {sigs}")
-    return _Layout(kind=sigs[0][0], layer=first, num_layers=len(layers),
-                   bidirectional=bidir[0], dropout=float(dropout))
+        raise ValueError(
+            "every layer and direction of a PyTorch module has the same type and "
+            f"sizes; got (type, hidden, proj, activation, bias) = {sigs}"
+        )
+    return _Layout(
+        kind=sigs[0][0],
+        layer=first,
+        num_layers=len(layers),
+        bidirectional=bidir[0],
+        dropout=float(dropout),
+    )
 
 
 def _directions(cell: Cell, tree: PyTree) -> list[PyTree]:
@@ -335,8 +381,11 @@ def _directions(cell: Cell, tree: PyTree) -> list[PyTree]:
     layers = tree.layers if isinstance(cell, Stack) else (tree,)
     out = []
     for t in layers:
-        out.extend([t.forward, t.backward] if isinstance(t, (BidirectionalParams,
-                                                             BidirectionalCarry)) else [t])
+        out.extend(
+            [t.forward, t.backward]
+            if isinstance(t, (BidirectionalParams, BidirectionalCarry))
+            else [t]
+        )
     return out
 
 
@@ -382,8 +431,10 @@ def to_torch(cell: Cell, params: PyTree, *, batch_first: bool = True) -> Any:
     expected = {"lstm": LSTMParams, "gru": GRUParams, "rnn": SimpleRNNParams}[layout.kind]
     for p in flat:
         if not isinstance(p, expected):
-            raise TypeError(f"params do not match the cell: expected {expected.__name__} per "
-                            f"layer and direction, got {type(p).__name__}")
+            raise TypeError(
+                f"params do not match the cell: expected {expected.__name__} per "
+                f"layer and direction, got {type(p).__name__}"
+            )
     leaves = jax.tree_util.tree_leaves(params)
     dtypes = {jnp.dtype(x.dtype) for x in leaves}
     if len(dtypes) != 1:
@@ -392,10 +443,16 @@ def to_torch(cell: Cell, params: PyTree, *, batch_first: bool = True) -> Any:
     tdtype = getattr(torch, str(dtype))
     layer = layout.layer
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[layout.kind]
-    kwargs = dict(input_size=int(flat[0].w_ih.shape[0]), hidden_size=layer.hidden_size,
-                  num_layers=layout.num_layers, bias=layer.use_bias, batch_first=batch_first,
-                  dropout=layout.dropout if layout.num_layers > 1 else 0.0,
-                  bidirectional=layout.bidirectional, dtype=tdtype)
+    kwargs = dict(
+        input_size=int(flat[0].w_ih.shape[0]),
+        hidden_size=layer.hidden_size,
+        num_layers=layout.num_layers,
+        bias=layer.use_bias,
+        batch_first=batch_first,
+        dropout=layout.dropout if layout.num_layers > 1 else 0.0,
+        bidirectional=layout.bidirectional,
+        dtype=tdtype,
+    )
     if layout.kind == "lstm" and layer.proj_size is not None:
         kwargs["proj_size"] = layer.proj_size
     if layout.kind == "rnn":
@@ -408,8 +465,10 @@ def to_torch(cell: Cell, params: PyTree, *, batch_first: bool = True) -> Any:
             for name, value in _torch_tensors(layout.kind, layer.hidden_size, p).items():
                 target = getattr(module, name + suffix)
                 if tuple(target.shape) != tuple(value.shape):
-                    raise TypeError(f"params do not match the cell: {name}{suffix} should have "
-                                    f"shape {tuple(target.shape)}, got {tuple(value.shape)}")
+                    raise TypeError(
+                        f"params do not match the cell: {name}{suffix} should have "
+                        f"shape {tuple(target.shape)}, got {tuple(value.shape)}"
+                    )
                 target.copy_(_tensor(value, tdtype))
     return module.eval()
 
@@ -418,8 +477,13 @@ def _torch_tensors(kind: str, H: int, p: PyTree) -> dict[str, Array]:
     """PyTorch's tensors (names without layer suffix) for one layer and direction."""
     out = {}
     if kind == "gru":
-        flip = jnp.concatenate([jnp.ones((H,), p.w_ih.dtype), -jnp.ones((H,), p.w_ih.dtype),
-                                jnp.ones((H,), p.w_ih.dtype)])
+        flip = jnp.concatenate(
+            [
+                jnp.ones((H,), p.w_ih.dtype),
+                -jnp.ones((H,), p.w_ih.dtype),
+                jnp.ones((H,), p.w_ih.dtype),
+            ]
+        )
         out["weight_ih"], out["weight_hh"] = (p.w_ih * flip).T, (p.w_hh * flip).T
         if p.b is not None:
             out["bias_ih"] = p.b * flip
@@ -481,13 +545,16 @@ def carry_to_torch(cell: Cell, carry: PyTree) -> Any:
     expected = {"lstm": LSTMCarry, "gru": GRUCarry, "rnn": SimpleRNNCarry}[layout.kind]
     for c in flat:
         if not isinstance(c, expected):
-            raise TypeError(f"carry does not match the cell: expected {expected.__name__} per "
-                            f"layer and direction, got {type(c).__name__}")
+            raise TypeError(
+                f"carry does not match the cell: expected {expected.__name__} per "
+                f"layer and direction, got {type(c).__name__}"
+            )
 
     def stacked(field):
         arr = jnp.stack([getattr(c, field) for c in flat])
-        return _tensor(arr, getattr(torch, str(arr.dtype)) if arr.dtype != jnp.bfloat16
-                       else torch.bfloat16)
+        return _tensor(
+            arr, getattr(torch, str(arr.dtype)) if arr.dtype != jnp.bfloat16 else torch.bfloat16
+        )
 
     if layout.kind == "lstm":
         return stacked("h"), stacked("c")
@@ -535,27 +602,35 @@ def carry_from_torch(cell: Cell, h_0: Any, c_0: Any = None) -> PyTree:
     def to_array(name, x, size):
         if hasattr(x, "detach"):
             t = x.detach().cpu()
-            x = t.float().numpy() if str(t.dtype) in ("torch.float16", "torch.bfloat16") \
+            x = (
+                t.float().numpy()
+                if str(t.dtype) in ("torch.float16", "torch.bfloat16")
                 else t.numpy()
+            )
         a = jnp.asarray(x)
         if a.ndim < 2 or a.shape[0] != n or a.shape[-1] != size:
-            raise ValueError(f"{name} must have shape [num_layers * num_directions = {n}, *B, "
-                             f"{size}], got {tuple(a.shape)}")
+            raise ValueError(
+                f"{name} must have shape [num_layers * num_directions = {n}, *B, "
+                f"{size}], got {tuple(a.shape)}"
+            )
         return a
 
     h = to_array("h_0", h_0, layer.output_size)
     if layout.kind == "lstm":
         c = to_array("c_0", c_0, layer.hidden_size)
         if c.shape[1:-1] != h.shape[1:-1]:
-            raise ValueError(f"h_0 and c_0 have different batch shapes {h.shape[1:-1]} and "
-                             f"{c.shape[1:-1]}")
+            raise ValueError(
+                f"h_0 and c_0 have different batch shapes {h.shape[1:-1]} and {c.shape[1:-1]}"
+            )
         flat = [LSTMCarry(h=h[i], c=c[i]) for i in range(n)]
     elif layout.kind == "gru":
         flat = [GRUCarry(h=h[i]) for i in range(n)]
     else:
         flat = [SimpleRNNCarry(h=h[i]) for i in range(n)]
-    layers = [BidirectionalCarry(forward=flat[2 * k], backward=flat[2 * k + 1]) if D == 2
-              else flat[k] for k in range(layout.num_layers)]
+    layers = [
+        BidirectionalCarry(forward=flat[2 * k], backward=flat[2 * k + 1]) if D == 2 else flat[k]
+        for k in range(layout.num_layers)
+    ]
     if isinstance(cell, Stack):
         return StackCarry(layers=tuple(layers))
     return layers[0]

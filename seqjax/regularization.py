@@ -87,7 +87,8 @@ def _carry_field(cell: Cell, carry: PyTree, field: str, wrapper: str) -> Array:
         raise ValueError(
             f"{wrapper} needs a carry with a field {field!r}, but {type(cell).__name__}'s carry "
             f"is {type(carry).__name__} with fields {fields}. Wrap each layer of a stack "
-            "separately, e.g. seqjax.stack([wrapper(seqjax.LSTM(n))] * k)")
+            "separately, e.g. seqjax.stack([wrapper(seqjax.LSTM(n))] * k)"
+        )
     return getattr(carry, field)
 
 
@@ -105,15 +106,21 @@ def _parts(cell: Cell, params: PyTree, carry: PyTree, xs: Array, key: PRNGKey) -
         raise TypeError(
             f"per-step regularisation (zoneout, recurrent dropout) cannot wrap a "
             f"{type(cell).__name__}; wrap each layer instead, e.g. "
-            "seqjax.stack([seqjax.regularization.zoneout(seqjax.LSTM(n), ...)] * k)")
+            "seqjax.stack([seqjax.regularization.zoneout(seqjax.LSTM(n), ...)] * k)"
+        )
     del key  # a plain cell is deterministic
 
-    return _Parts(params=params, project=lambda x: cell.project_inputs(params, x),
-                  step=lambda c, xp, n: cell.step(params, c, xp), noise=None)
+    return _Parts(
+        params=params,
+        project=lambda x: cell.project_inputs(params, x),
+        step=lambda c, xp, n: cell.step(params, c, xp),
+        noise=None,
+    )
 
 
-def _scan_parts(parts: _Parts, carry: PyTree, xs: Array, mask: Array | None, *, reverse: bool,
-                unroll: int) -> tuple[PyTree, Array]:
+def _scan_parts(
+    parts: _Parts, carry: PyTree, xs: Array, mask: Array | None, *, reverse: bool, unroll: int
+) -> tuple[PyTree, Array]:
     xps = parts.project(xs)
 
     def step_fn(c, inp):
@@ -211,8 +218,9 @@ class VariationalDropout(_Wrapper):
     def __post_init__(self):
         self._check_inner("VariationalDropout")
         for name in ("input_rate", "output_rate", "recurrent_rate"):
-            _checks.non_negative_float(f"VariationalDropout.{name}", getattr(self, name),
-                                       upper=1.0, upper_inclusive=False)
+            _checks.non_negative_float(
+                f"VariationalDropout.{name}", getattr(self, name), upper=1.0, upper_inclusive=False
+            )
         if self.recurrent_rate > 0:
             inner = self.cell
             while isinstance(inner, WeightDrop):
@@ -221,7 +229,8 @@ class VariationalDropout(_Wrapper):
                 raise TypeError(
                     "VariationalDropout(recurrent_rate > 0) must wrap a plain cell (LSTM, GRU, "
                     f"SimpleRNN, optionally inside WeightDrop), got {type(inner).__name__}; put "
-                    "zoneout outside it and wrap each layer of a stack separately")
+                    "zoneout outside it and wrap each layer of a stack separately"
+                )
 
     def _masks(self, key: PRNGKey, carry: PyTree, xs: Array):
         batch_shape, dtype = xs.shape[1:-1], xs.dtype
@@ -230,8 +239,9 @@ class VariationalDropout(_Wrapper):
         if self.input_rate > 0:
             m_in = _keep_mask(k_in, self.input_rate, batch_shape + xs.shape[-1:], dtype)
         if self.output_rate > 0:
-            m_out = _keep_mask(k_out, self.output_rate,
-                               batch_shape + (self.cell.output_size,), dtype)
+            m_out = _keep_mask(
+                k_out, self.output_rate, batch_shape + (self.cell.output_size,), dtype
+            )
         if self.recurrent_rate > 0:
             h = _carry_field(self.cell, carry, "h", "VariationalDropout(recurrent_rate > 0)")
             m_rec = _keep_mask(k_rec, self.recurrent_rate, h.shape, h.dtype)
@@ -254,8 +264,7 @@ class VariationalDropout(_Wrapper):
                 h_read = h_prev * m_rec
                 new, y = inner.step(c._replace(h=h_read), xp, n)
                 if isinstance(base, GRU):
-                    new, y = _gru_unmask_interpolation(base, inner.params, new, xp, h_prev,
-                                                      h_read)
+                    new, y = _gru_unmask_interpolation(base, inner.params, new, xp, h_prev, h_read)
             if m_out is not None:
                 y = y * m_out.astype(y.dtype)
             return new, y
@@ -265,19 +274,22 @@ class VariationalDropout(_Wrapper):
     def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
         """Runs the wrapped cell with time-locked masks drawn from ``key`` (none without)."""
         if key is None:
-            return self.cell.scan_time_major(params, carry, xs, mask, reverse=reverse,
-                                             unroll=unroll, key=None)
+            return self.cell.scan_time_major(
+                params, carry, xs, mask, reverse=reverse, unroll=unroll, key=None
+            )
         if self.recurrent_rate > 0:
-            return _scan_parts(self._parts(params, carry, xs, key), carry, xs, mask,
-                               reverse=reverse, unroll=unroll)
+            return _scan_parts(
+                self._parts(params, carry, xs, key), carry, xs, mask, reverse=reverse, unroll=unroll
+            )
         # Input and output masks only: any inner cell (a stack, a bidirectional layer) runs its
         # own scan, with its own randomness.
         k_mask, k_inner = jax.random.split(key)
         m_in, m_out, _ = self._masks(k_mask, carry, xs)
         if m_in is not None:
             xs = xs * m_in[None]
-        final, ys = self.cell.scan_time_major(params, carry, xs, mask, reverse=reverse,
-                                              unroll=unroll, key=k_inner)
+        final, ys = self.cell.scan_time_major(
+            params, carry, xs, mask, reverse=reverse, unroll=unroll, key=k_inner
+        )
         if m_out is not None:
             ys = ys * m_out[None].astype(ys.dtype)
         return final, ys
@@ -292,8 +304,8 @@ def _gru_unmask_interpolation(cell: GRU, params, new, xp, h_prev, h_read):
     """
     H = cell.hidden_size
     acc = xp.dtype
-    rec_z = matmul(h_read, params.w_hh[:, H:2 * H], cell.dtype, acc)
-    z = jax.nn.sigmoid(xp[..., H:2 * H] + rec_z)
+    rec_z = matmul(h_read, params.w_hh[:, H : 2 * H], cell.dtype, acc)
+    z = jax.nn.sigmoid(xp[..., H : 2 * H] + rec_z)
     h = new.h.astype(acc) + (1.0 - z) * (h_prev.astype(acc) - h_read.astype(acc))
     h = h.astype(new.h.dtype)
     return new._replace(h=h), h
@@ -343,21 +355,25 @@ class Zoneout(_Wrapper):
         for name in ("h_rate", "c_rate"):
             _checks.non_negative_float(f"Zoneout.{name}", getattr(self, name), upper=1.0)
         if isinstance(self.cell, (Stack, Bidirectional)):
-            raise TypeError(f"Zoneout cannot wrap a {type(self.cell).__name__}; wrap each layer "
-                            "instead, e.g. seqjax.stack([zoneout(seqjax.LSTM(n), ...)] * k)")
+            raise TypeError(
+                f"Zoneout cannot wrap a {type(self.cell).__name__}; wrap each layer "
+                "instead, e.g. seqjax.stack([zoneout(seqjax.LSTM(n), ...)] * k)"
+            )
         if isinstance(self.cell, VariationalDropout) and self.cell.output_rate > 0:
             raise ValueError(
                 "Zoneout outputs its zoned-out h, which would skip the output mask of the "
                 "VariationalDropout inside it; put the output dropout outside: "
-                "variational_dropout(zoneout(cell, ...), output_rate=p)")
+                "variational_dropout(zoneout(cell, ...), output_rate=p)"
+            )
 
     def _fields(self, carry: PyTree) -> dict[str, float]:
         rates = {"h": self.h_rate}
         if self.c_rate > 0:
             rates["c"] = self.c_rate
         for name in rates:
-            _carry_field(self.cell, carry, name, f"Zoneout({name}_rate > 0)"
-                         if name == "c" else "Zoneout")
+            _carry_field(
+                self.cell, carry, name, f"Zoneout({name}_rate > 0)" if name == "c" else "Zoneout"
+            )
         return rates
 
     def step(self, params: PyTree, carry: PyTree, xp: Array) -> tuple[PyTree, Array]:
@@ -376,28 +392,38 @@ class Zoneout(_Wrapper):
         inner = _parts(self.cell, params, carry, xs, k_inner)
         T = xs.shape[0]
         keys = jax.random.split(k_mask, len(rates))
-        masks = {name: jax.random.bernoulli(k, p, (T,) + getattr(carry, name).shape)
-                 for k, (name, p) in zip(keys, rates.items(), strict=True)}
+        masks = {
+            name: jax.random.bernoulli(k, p, (T,) + getattr(carry, name).shape)
+            for k, (name, p) in zip(keys, rates.items(), strict=True)
+        }
 
         def step(c, xp, n):
             own, n_inner = n
             new, _ = inner.step(c, xp, n_inner)
-            new = new._replace(**{name: jnp.where(own[name], getattr(c, name),
-                                                  getattr(new, name)) for name in own})
+            new = new._replace(
+                **{name: jnp.where(own[name], getattr(c, name), getattr(new, name)) for name in own}
+            )
             return new, new.h
 
-        return _Parts(params=inner.params, project=inner.project, step=step,
-                      noise=(masks, inner.noise))
+        return _Parts(
+            params=inner.params, project=inner.project, step=step, noise=(masks, inner.noise)
+        )
 
     def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
         """Runs the cell with zoneout masks drawn from ``key``; without, the expectation."""
         if key is None:
             self._fields(carry)
-            return masked_scan(lambda c, xp: self.step(params, c, xp), carry,
-                               self.project_inputs(params, xs), mask, reverse=reverse,
-                               unroll=unroll)
-        return _scan_parts(self._parts(params, carry, xs, key), carry, xs, mask,
-                           reverse=reverse, unroll=unroll)
+            return masked_scan(
+                lambda c, xp: self.step(params, c, xp),
+                carry,
+                self.project_inputs(params, xs),
+                mask,
+                reverse=reverse,
+                unroll=unroll,
+            )
+        return _scan_parts(
+            self._parts(params, carry, xs, key), carry, xs, mask, reverse=reverse, unroll=unroll
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,8 +459,7 @@ class WeightDrop(_Wrapper):
 
     def __post_init__(self):
         self._check_inner("WeightDrop")
-        _checks.non_negative_float("WeightDrop.rate", self.rate, upper=1.0,
-                                   upper_inclusive=False)
+        _checks.non_negative_float("WeightDrop.rate", self.rate, upper=1.0, upper_inclusive=False)
         if not isinstance(self.weight, str):
             raise TypeError(f"WeightDrop.weight must be a parameter name, got {self.weight!r}")
 
@@ -456,7 +481,8 @@ class WeightDrop(_Wrapper):
             raise ValueError(
                 f"WeightDrop(weight={self.weight!r}) needs parameters with that field; "
                 f"{type(params).__name__} has fields {fields}. Wrap each layer of a stack "
-                "separately")
+                "separately"
+            )
         w = getattr(params, self.weight)
         return params._replace(**{self.weight: dropout(key, w, self.rate)})
 
@@ -469,12 +495,14 @@ class WeightDrop(_Wrapper):
         if key is not None:
             k_drop, key = jax.random.split(key)
             params = self.drop_weights(params, k_drop)
-        return self.cell.scan_time_major(params, carry, xs, mask, reverse=reverse,
-                                         unroll=unroll, key=key)
+        return self.cell.scan_time_major(
+            params, carry, xs, mask, reverse=reverse, unroll=unroll, key=key
+        )
 
 
-def variational_dropout(cell: Cell, *, input_rate: float = 0.0, output_rate: float = 0.0,
-                        recurrent_rate: float = 0.0) -> VariationalDropout:
+def variational_dropout(
+    cell: Cell, *, input_rate: float = 0.0, output_rate: float = 0.0, recurrent_rate: float = 0.0
+) -> VariationalDropout:
     """Wraps ``cell`` with time-locked (variational) dropout, Gal & Ghahramani (2016).
 
     Args:
@@ -496,8 +524,9 @@ def variational_dropout(cell: Cell, *, input_rate: float = 0.0, output_rate: flo
       >>> cell.output_size
       16
     """
-    return VariationalDropout(cell=cell, input_rate=input_rate, output_rate=output_rate,
-                              recurrent_rate=recurrent_rate)
+    return VariationalDropout(
+        cell=cell, input_rate=input_rate, output_rate=output_rate, recurrent_rate=recurrent_rate
+    )
 
 
 def zoneout(cell: Cell, *, h_rate: float = 0.0, c_rate: float = 0.0) -> Zoneout:

@@ -88,8 +88,10 @@ def scan(
         raise TypeError(f"scan expects a seqjax cell, got {type(cell).__name__}")
     for flag, value in (("reverse", reverse), ("time_major", time_major)):
         if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{flag} must be a Python bool, got {type(value).__name__} (under "
-                            f"jax.jit, mark it static: static_argnames=('{flag}',))")
+            raise TypeError(
+                f"{flag} must be a Python bool, got {type(value).__name__} (under "
+                f"jax.jit, mark it static: static_argnames=('{flag}',))"
+            )
     xs = _checks.array_like("xs", xs)
     _checks.floating("xs", xs)
     if xs.ndim < 2:
@@ -112,16 +114,19 @@ def scan(
     # Lazy import: seqjax.kernels imports the cell classes (see seqjax.kernels for the dispatch).
     from seqjax.kernels import options
 
-    with options.using(impl=impl, remat=remat, compute_dtype=compute_dtype,
-                       lengths_prefix=lengths is not None):
-        final, ys_t = cell.scan_time_major(params, carry, xs_t, mask_t, reverse=bool(reverse),
-                                           unroll=unroll, key=key)
+    with options.using(
+        impl=impl, remat=remat, compute_dtype=compute_dtype, lengths_prefix=lengths is not None
+    ):
+        final, ys_t = cell.scan_time_major(
+            params, carry, xs_t, mask_t, reverse=bool(reverse), unroll=unroll, key=key
+        )
     ys = ys_t if time_major else jnp.moveaxis(ys_t, 0, -2)
     return final, ys
 
 
-def _time_mask(lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...],
-               time_major: bool) -> Array | None:
+def _time_mask(
+    lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...], time_major: bool
+) -> Array | None:
     """Builds the ``[T, *B]`` validity mask from ``lengths`` or ``mask`` (or None)."""
     if lengths is not None and mask is not None:
         raise ValueError("pass either lengths or mask, not both")
@@ -130,8 +135,9 @@ def _time_mask(lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...],
         if not jnp.issubdtype(lengths.dtype, jnp.integer):
             raise TypeError(f"lengths must be integers, got dtype {lengths.dtype}")
         if tuple(lengths.shape) != batch_shape:
-            raise ValueError(f"lengths must have the batch shape {batch_shape}, got "
-                             f"{tuple(lengths.shape)}")
+            raise ValueError(
+                f"lengths must have the batch shape {batch_shape}, got {tuple(lengths.shape)}"
+            )
         if _checks.is_concrete(lengths) and lengths.size:
             # Read on the host: jnp reductions would be staged (and abstract) inside a jit trace.
             host = np.asarray(jax.device_get(lengths))
@@ -147,7 +153,6 @@ def _time_mask(lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...],
         expected = (T,) + batch_shape if time_major else batch_shape + (T,)
         if tuple(mask.shape) != expected:
             layout = "[T, *B]" if time_major else "[*B, T]"
-            raise ValueError(f"mask must have shape {layout} = {expected}, got "
-                             f"{tuple(mask.shape)}")
+            raise ValueError(f"mask must have shape {layout} = {expected}, got {tuple(mask.shape)}")
         return mask if time_major else jnp.moveaxis(mask, -1, 0)
     return None

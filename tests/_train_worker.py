@@ -62,8 +62,10 @@ def init_fn(config: TinyConfig):
         return {
             "embed": 0.5 * jax.random.normal(k1, (V, E), jnp.float32),
             "lstm": cell(config).init(k2, E),
-            "readout": {"w": 0.3 * jax.random.normal(k3, (config.hidden_size, V), jnp.float32),
-                        "b": jnp.zeros((V,), jnp.float32)},
+            "readout": {
+                "w": 0.3 * jax.random.normal(k3, (config.hidden_size, V), jnp.float32),
+                "b": jnp.zeros((V,), jnp.float32),
+            },
         }
 
     return init
@@ -83,8 +85,12 @@ def _loss(config, params, batch, carry):
     if "poison" in batch:  # NaN injection for the non-finite test
         loss_sum = jnp.where(batch["poison"][0], jnp.float32(jnp.nan), loss_sum)
     correct = jnp.sum(jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-    return train.LossOutput(loss_sum, jnp.asarray(ce.size, jnp.float32),
-                            {"accuracy": correct}, final if carry is not None else None)
+    return train.LossOutput(
+        loss_sum,
+        jnp.asarray(ce.size, jnp.float32),
+        {"accuracy": correct},
+        final if carry is not None else None,
+    )
 
 
 def loss_fn(config: TinyConfig):
@@ -104,8 +110,9 @@ def lm_batch(step: int, batch_size: int, seed: int = 0, poison_step: int = -1) -
 
 def streams(batch_size: int, seed: int = 0) -> np.ndarray:
     """[B, 4T + 1] random token streams; the stream task's target is the previous token."""
-    return np.random.default_rng([seed, 2000]).integers(0, V, (batch_size, 4 * T + 1)) \
-        .astype(np.int32)
+    return (
+        np.random.default_rng([seed, 2000]).integers(0, V, (batch_size, 4 * T + 1)).astype(np.int32)
+    )
 
 
 def stream_batch(step: int, batch_size: int, seed: int = 0) -> dict:
@@ -116,23 +123,41 @@ def stream_batch(step: int, batch_size: int, seed: int = 0) -> dict:
     return {"inputs": w["targets"], "targets": w["inputs"], "reset": w["reset"]}
 
 
-def run(config: TinyConfig, workdir: str, *, mesh=None, hooks=(), verbose=False,
-        resume="auto") -> train.TrainResult:
+def run(
+    config: TinyConfig, workdir: str, *, mesh=None, hooks=(), verbose=False, resume="auto"
+) -> train.TrainResult:
     """Trains the tiny model of ``config.task`` in ``workdir`` with ``train_loop``."""
     if config.task == "stream":
         init_carry = cell(config).initial_carry((config.batch_size,))
         return train.train_loop(
-            config, workdir, init_params=init_fn(config), loss_fn=loss_fn(config),
+            config,
+            workdir,
+            init_params=init_fn(config),
+            loss_fn=loss_fn(config),
             train_batch=lambda s: stream_batch(s, config.batch_size, config.seed),
-            eval_batches=lambda: [stream_batch(s, config.batch_size, config.seed + 1)
-                                  for s in range(2)],
-            init_carry=init_carry, mesh=mesh, hooks=hooks, verbose=verbose, resume=resume)
+            eval_batches=lambda: [
+                stream_batch(s, config.batch_size, config.seed + 1) for s in range(2)
+            ],
+            init_carry=init_carry,
+            mesh=mesh,
+            hooks=hooks,
+            verbose=verbose,
+            resume=resume,
+        )
     return train.train_loop(
-        config, workdir, init_params=init_fn(config), loss_fn=loss_fn(config),
+        config,
+        workdir,
+        init_params=init_fn(config),
+        loss_fn=loss_fn(config),
         train_batch=lambda s: lm_batch(s, config.batch_size, config.seed, config.poison_step),
-        eval_batches=lambda: [lm_batch(10_000 + i, config.batch_size, config.seed)
-                              for i in range(2)],
-        mesh=mesh, hooks=hooks, verbose=verbose, resume=resume)
+        eval_batches=lambda: [
+            lm_batch(10_000 + i, config.batch_size, config.seed) for i in range(2)
+        ],
+        mesh=mesh,
+        hooks=hooks,
+        verbose=verbose,
+        resume=resume,
+    )
 
 
 def flat_params(tree) -> dict[str, np.ndarray]:
@@ -168,14 +193,15 @@ def main(argv: list[str]) -> None:
         if "--kill_at_step" in rest:
             i = rest.index("--kill_at_step")
             kill_at = int(rest[i + 1])
-            rest = rest[:i] + rest[i + 2:]
+            rest = rest[:i] + rest[i + 2 :]
         config = train.parse_config(TinyConfig, rest)
         if kill_at is not None:
             _die_while_committing(kill_at)
         result = run(config, target, verbose=True)
         np.savez(os.path.join(target, "final_params.npz"), **flat_params(result.state.params))
-        print(json.dumps({"resumed_from": result.resumed_from,
-                          "final_step": int(result.state.step)}))
+        print(
+            json.dumps({"resumed_from": result.resumed_from, "final_step": int(result.state.step)})
+        )
     elif mode == "devices":
         devices_check(target)
     else:
@@ -188,8 +214,9 @@ def devices_check(outdir: str) -> None:
     results = {}
     # The stream (TBPTT) task shards both the batch and the carry; parameters replicated.
     for task in ("stream",):
-        config = TinyConfig(task=task, batch_size=8, total_steps=6, eval_every=3, save_every=3,
-                            log_every=3)
+        config = TinyConfig(
+            task=task, batch_size=8, total_steps=6, eval_every=3, save_every=3, log_every=3
+        )
         finals, states = {}, {}
         for n in (8, 1):
             mesh = train.make_mesh(jax.devices()[:n])
@@ -200,13 +227,12 @@ def devices_check(outdir: str) -> None:
             results[f"{task}_{n}_param_devices"] = len(leaf.sharding.device_set)
             if res.state.carry is not None:
                 c = jax.tree.leaves(res.state.carry)[0]
-                results[f"{task}_{n}_carry_shard_rows"] = int(
-                    c.addressable_shards[0].data.shape[0])
+                results[f"{task}_{n}_carry_shard_rows"] = int(c.addressable_shards[0].data.shape[0])
             results[f"{task}_{n}_eval_loss"] = res.eval_metrics["loss"]
         results[f"{task}_max_abs_diff"] = max(
-            float(np.max(np.abs(finals[8][k] - finals[1][k]))) for k in finals[8])
-        results[f"{task}_max_abs_param"] = max(float(np.max(np.abs(v)))
-                                               for v in finals[8].values())
+            float(np.max(np.abs(finals[8][k] - finals[1][k]))) for k in finals[8]
+        )
+        results[f"{task}_max_abs_param"] = max(float(np.max(np.abs(v))) for v in finals[8].values())
         # A checkpoint written on 8 devices restores onto 1 and vice versa, bit for bit.
         for src, dst in ((8, 1), (1, 8)):
             mesh = train.make_mesh(jax.devices()[:dst])
@@ -217,9 +243,11 @@ def devices_check(outdir: str) -> None:
             flat = flat_params(restored.params)
             results[f"{task}_restore_{src}_to_{dst}_step"] = step
             results[f"{task}_restore_{src}_to_{dst}_exact"] = all(
-                np.array_equal(flat[k], finals[src][k]) for k in flat)
+                np.array_equal(flat[k], finals[src][k]) for k in flat
+            )
             results[f"{task}_restore_{src}_to_{dst}_devices"] = len(
-                jax.tree.leaves(restored.params)[0].sharding.device_set)
+                jax.tree.leaves(restored.params)[0].sharding.device_set
+            )
     # A batch that does not split over 8 devices is refused with a clear message.
     try:
         train.shard_batch({"x": np.zeros((6, 2), np.float32)}, train.make_mesh())

@@ -16,7 +16,7 @@ def sigmoid(x):
 
 def split_blocks(w, names, H):
     """Fused ``[..., G*H]`` -> dict gate name -> ``[..., H]``."""
-    return {n: w[..., k * H:(k + 1) * H] for k, n in enumerate(names)}
+    return {n: w[..., k * H : (k + 1) * H] for k, n in enumerate(names)}
 
 
 def layer_norm(x, scale, bias=None, eps=1e-5):

@@ -44,8 +44,9 @@ def test_every_entry_ran_both_workloads(quick_result):
             assert got == names, (kind, workload, got ^ names)
     for r in rows:
         assert r["ms"] > 0 and math.isfinite(r["ms"]) and r["runs"] >= 1
-        flops = rnn.matmul_flops(r["kind"], r["B"], r["T"], r["I"], r["H"],
-                                 r["workload"] == "train")
+        flops = rnn.matmul_flops(
+            r["kind"], r["B"], r["T"], r["I"], r["H"], r["workload"] == "train"
+        )
         assert r["gflops"] == pytest.approx(flops / (r["ms"] / 1e3) / 1e9)
         assert r["roofline_frac"] == pytest.approx(r["gflops"] / result["roofline"]["gflops"])
 
@@ -54,22 +55,26 @@ def test_ratios_generation_and_scaling_are_consistent(quick_result):
     _, result = quick_result
     by_key = {(r["kind"], r["workload"], r["impl"]): r["ms"] for r in result["layers"]}
     for q in result["ratios"]:
-        want = by_key[(q["kind"], q["workload"], q["versus"])] / by_key[
-            (q["kind"], q["workload"], "seqjax fused")]
+        want = (
+            by_key[(q["kind"], q["workload"], q["versus"])]
+            / by_key[(q["kind"], q["workload"], "seqjax fused")]
+        )
         assert q["speedup"] == pytest.approx(want)
     gen = result["generation"]
     assert gen["seqjax_ms_per_token"] > 0
     if "torch_loop_ms_per_token" in gen:
-        assert gen["speedup"] == pytest.approx(gen["torch_loop_ms_per_token"]
-                                               / gen["seqjax_ms_per_token"])
+        assert gen["speedup"] == pytest.approx(
+            gen["torch_loop_ms_per_token"] / gen["seqjax_ms_per_token"]
+        )
     sc = result["scaling"]
     assert sc["T"] == rnn.make_config(True, None).scaling_T
     assert len(sc["seqjax_fused_ms"]) == len(sc["T"])
     rem = sc["remat"]
     # chunked remat keeps [sqrt(T)] steps of activations instead of [T]: less compiled memory
     assert rem["remat"]["temp_mb"] < rem["no_remat"]["temp_mb"]
-    assert rem["memory_ratio"] == pytest.approx(rem["remat"]["peak_mb"]
-                                                / rem["no_remat"]["peak_mb"])
+    assert rem["memory_ratio"] == pytest.approx(
+        rem["remat"]["peak_mb"] / rem["no_remat"]["peak_mb"]
+    )
 
 
 def test_targets_summarise_the_issue_goals(quick_result):
@@ -88,14 +93,16 @@ def test_recurrent_floor_covers_every_shape(quick_result):
     floor = result["recurrent_floor"]
     cfg = rnn.make_config(True, None)
     assert {(f["kind"], f["B"], f["T"], f["I"], f["H"]) for f in floor} == {
-        (k, *s) for k in ("lstm", "gru") for s in cfg.shapes}
+        (k, *s) for k in ("lstm", "gru") for s in cfg.shapes
+    }
     for f in floor:
         for lib in ("xla", "torch", "torch_1thread"):
             if f"{lib}_us" not in f:
                 continue
             N = rnn.GATES[f["kind"]] * f["H"]
             assert f[f"{lib}_gflops"] == pytest.approx(
-                2 * f["B"] * f["H"] * N / (f[f"{lib}_us"] * 1e-6) / 1e9)
+                2 * f["B"] * f["H"] * N / (f[f"{lib}_us"] * 1e-6) / 1e9
+            )
             assert f[f"{lib}_floor_ms"] == pytest.approx(2 * f["T"] * f[f"{lib}_us"] / 1e3)
 
 
@@ -107,9 +114,12 @@ def test_eigen_dots_entry_matches_fused_values():
     base = rnn.seqjax_impl("lstm", "fused")(2, 5, 3, 4, xs)
     eig = rnn.seqjax_impl("lstm", "fused", rnn.EIGEN_DOTS)(2, 5, 3, 4, xs)
     for a, b in zip(base, eig, strict=True):
-        np.testing.assert_allclose(np.asarray(jax.tree_util.tree_leaves(a())[0]),
-                                   np.asarray(jax.tree_util.tree_leaves(b())[0]),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(jax.tree_util.tree_leaves(a())[0]),
+            np.asarray(jax.tree_util.tree_leaves(b())[0]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_flop_count_matches_hand_count():
@@ -125,11 +135,14 @@ def test_markdown_report_lists_every_row(quick_result):
 
     _, result = quick_result
     text = report.markdown(json.loads(json.dumps(result)))
-    table_rows = [line for line in text.splitlines()
-                  if line.startswith(("| LSTM | train", "| LSTM | infer", "| GRU | train",
-                                      "| GRU | infer"))]
+    table_rows = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("| LSTM | train", "| LSTM | infer", "| GRU | train", "| GRU | infer"))
+    ]
     assert len(table_rows) == len(result["layers"])
-    floor_rows = [line for line in text.splitlines() if line.startswith(("| LSTM | 4,",
-                                                                         "| GRU | 4,"))]
+    floor_rows = [
+        line for line in text.splitlines() if line.startswith(("| LSTM | 4,", "| GRU | 4,"))
+    ]
     assert len(floor_rows) == len(result["recurrent_floor"])
     assert "Remat" in text and "Generation" in text

@@ -30,8 +30,14 @@ LSTM_CONFIGS = {
     "clip": dict(cell_clip=0.3),
     "layer_norm": dict(layer_norm=True, peephole=True),
     "no_bias": dict(use_bias=False),
-    "everything": dict(proj_size=P, peephole=True, coupled=True, layer_norm=True, cell_clip=2.0,
-                       full_gate_recurrence=True),
+    "everything": dict(
+        proj_size=P,
+        peephole=True,
+        coupled=True,
+        layer_norm=True,
+        cell_clip=2.0,
+        full_gate_recurrence=True,
+    ),
 }
 
 
@@ -40,8 +46,10 @@ def randomize(params, key, scale=0.5):
     gains and biases, so every term of the equations matters)."""
     leaves, tree = jax.tree_util.tree_flatten(params)
     keys = jax.random.split(key, len(leaves))
-    new = [scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-           for k, leaf in zip(keys, leaves, strict=True)]
+    new = [
+        scale * jax.random.normal(k, leaf.shape, leaf.dtype)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
     return jax.tree_util.tree_unflatten(tree, new)
 
 
@@ -116,6 +124,7 @@ def test_simple_rnn_matches_numpy_equations(activation, x64):
 
 # -- closed forms -------------------------------------------------------------------------------
 
+
 def _seq(cell, params, xs, carry=None):
     return seqjax.scan(cell, params, xs, carry=carry)
 
@@ -123,7 +132,7 @@ def _seq(cell, params, xs, carry=None):
 def _set_block(params, cell, gate, value):
     """Sets the bias block of ``gate`` to ``value`` (a saturating constant)."""
     k = cell.gate_layout.index(gate)
-    b = params.b.at[k * cell.hidden_size:(k + 1) * cell.hidden_size].set(value)
+    b = params.b.at[k * cell.hidden_size : (k + 1) * cell.hidden_size].set(value)
     return params._replace(b=b)
 
 
@@ -166,13 +175,17 @@ def test_cifg_equals_lstm_with_input_gate_tied_to_forget_gate(x64):
     blocks = {n: k for k, n in enumerate(cifg.gate_layout)}  # f, g, o
 
     def fused(w):
-        parts = [w[..., blocks[n] * H:(blocks[n] + 1) * H] for n in ("f", "g", "o")]
+        parts = [w[..., blocks[n] * H : (blocks[n] + 1) * H] for n in ("f", "g", "o")]
         f, g, o = parts
         return jnp.concatenate([-f, f, g, o], axis=-1)
 
     peep = pc.w_peephole  # rows f, o
-    pf = seqjax.LSTMParams(w_ih=fused(pc.w_ih), w_hh=fused(pc.w_hh), b=fused(pc.b),
-                           w_peephole=jnp.stack([-peep[0], peep[0], peep[1]]))
+    pf = seqjax.LSTMParams(
+        w_ih=fused(pc.w_ih),
+        w_hh=fused(pc.w_hh),
+        b=fused(pc.b),
+        w_peephole=jnp.stack([-peep[0], peep[0], peep[1]]),
+    )
     xs = jax.random.normal(jax.random.key(7), (B, T, I), jnp.float64)
     c_cifg, y_cifg = _seq(cifg, pc, xs)
     c_full, y_full = _seq(full, pf, xs)
@@ -180,23 +193,26 @@ def test_cifg_equals_lstm_with_input_gate_tied_to_forget_gate(x64):
     np.testing.assert_allclose(c_cifg.c, c_full.c, rtol=1e-12, atol=1e-13)
 
 
-@pytest.mark.parametrize("gate,flag", [("i", "input_gate"), ("f", "forget_gate"),
-                                        ("o", "output_gate")])
+@pytest.mark.parametrize(
+    "gate,flag", [("i", "input_gate"), ("f", "forget_gate"), ("o", "output_gate")]
+)
 def test_removed_gate_equals_gate_held_open(gate, flag):
     """NIG/NFG/NOG equal the full LSTM with that gate saturated open (bias +1e4)."""
     ablated = seqjax.LSTM(H, **{flag: False})
     full = seqjax.LSTM(H)
     pa = randomize(ablated.init(jax.random.key(0), I), jax.random.key(8))
     H_ = H
-    blocks = {n: pa.w_ih[:, k * H_:(k + 1) * H_] for k, n in enumerate(ablated.gate_layout)}
-    rec = {n: pa.w_hh[:, k * H_:(k + 1) * H_] for k, n in enumerate(ablated.gate_layout)}
-    bias = {n: pa.b[k * H_:(k + 1) * H_] for k, n in enumerate(ablated.gate_layout)}
+    blocks = {n: pa.w_ih[:, k * H_ : (k + 1) * H_] for k, n in enumerate(ablated.gate_layout)}
+    rec = {n: pa.w_hh[:, k * H_ : (k + 1) * H_] for k, n in enumerate(ablated.gate_layout)}
+    bias = {n: pa.b[k * H_ : (k + 1) * H_] for k, n in enumerate(ablated.gate_layout)}
     blocks[gate] = jnp.zeros((I, H_))
     rec[gate] = jnp.zeros((H_, H_))
     bias[gate] = jnp.full((H_,), 1e4)
-    pf = seqjax.LSTMParams(w_ih=jnp.concatenate([blocks[n] for n in "ifgo"], -1),
-                           w_hh=jnp.concatenate([rec[n] for n in "ifgo"], -1),
-                           b=jnp.concatenate([bias[n] for n in "ifgo"], -1))
+    pf = seqjax.LSTMParams(
+        w_ih=jnp.concatenate([blocks[n] for n in "ifgo"], -1),
+        w_hh=jnp.concatenate([rec[n] for n in "ifgo"], -1),
+        b=jnp.concatenate([bias[n] for n in "ifgo"], -1),
+    )
     xs = jax.random.normal(jax.random.key(9), (B, T, I))
     np.testing.assert_allclose(_seq(ablated, pa, xs)[1], _seq(full, pf, xs)[1], atol=1e-6)
 
@@ -237,16 +253,15 @@ def test_gru_update_gate_closed_forms():
     h0 = seqjax.GRUCarry(h=jax.random.normal(jax.random.key(12), (B, H)))
     x = jax.random.normal(jax.random.key(13), (B, I))
     # z = 0: the state is copied unchanged.
-    shut = p._replace(b=p.b.at[H:2 * H].set(-1e4))
+    shut = p._replace(b=p.b.at[H : 2 * H].set(-1e4))
     np.testing.assert_allclose(cell(shut, h0, x)[0].h, h0.h, atol=1e-6)
     # z = 1 and r = 1: a plain tanh RNN on the candidate weights.
-    opened = p._replace(b=p.b.at[:2 * H].set(1e4))
-    want = jnp.tanh(x @ p.w_ih[:, 2 * H:] + p.b[2 * H:] + h0.h @ p.w_hh[:, 2 * H:])
+    opened = p._replace(b=p.b.at[: 2 * H].set(1e4))
+    want = jnp.tanh(x @ p.w_ih[:, 2 * H :] + p.b[2 * H :] + h0.h @ p.w_hh[:, 2 * H :])
     np.testing.assert_allclose(cell(opened, h0, x)[0].h, want, atol=1e-5)
     # With r = 1 and no recurrent candidate bias, both GRU forms agree.
     after = seqjax.GRU(H, reset_after=True)
-    pa = after.init(jax.random.key(0), I)._replace(w_ih=opened.w_ih, w_hh=opened.w_hh,
-                                                    b=opened.b)
+    pa = after.init(jax.random.key(0), I)._replace(w_ih=opened.w_ih, w_hh=opened.w_hh, b=opened.b)
     np.testing.assert_allclose(after(pa, h0, x)[0].h, cell(opened, h0, x)[0].h, atol=1e-5)
 
 
@@ -260,6 +275,7 @@ def test_simple_rnn_without_recurrence_is_a_dense_layer():
 
 # -- initialisation ------------------------------------------------------------------------------
 
+
 def test_lstm_init_forget_bias_orthogonal_recurrence_glorot_inputs():
     cell = seqjax.LSTM(16, forget_bias=1.0)
     p = cell.init(jax.random.key(0), 8)
@@ -267,7 +283,7 @@ def test_lstm_init_forget_bias_orthogonal_recurrence_glorot_inputs():
     np.testing.assert_array_equal(b[1], np.ones(16))
     np.testing.assert_array_equal(b[[0, 2, 3]], np.zeros((3, 16)))
     for k in range(4):
-        blk = p.w_hh[:, k * 16:(k + 1) * 16]
+        blk = p.w_hh[:, k * 16 : (k + 1) * 16]
         np.testing.assert_allclose(blk.T @ blk, np.eye(16), atol=1e-5)
     limit = np.sqrt(6.0 / (8 + 16))  # Glorot-uniform per [I, H] block
     assert np.abs(p.w_ih).max() <= limit
@@ -278,14 +294,32 @@ def test_lstm_init_forget_bias_orthogonal_recurrence_glorot_inputs():
 def test_greff_variants_are_one_flag_each():
     v = seqjax.LSTM.variant("V", 4)
     assert v.peephole
-    expected = dict(NIG="input_gate", NFG="forget_gate", NOG="output_gate",
-                    NIAF="input_activation", NOAF="output_activation", NP="peephole",
-                    CIFG="coupled", FGR="full_gate_recurrence")
+    expected = dict(
+        NIG="input_gate",
+        NFG="forget_gate",
+        NOG="output_gate",
+        NIAF="input_activation",
+        NOAF="output_activation",
+        NP="peephole",
+        CIFG="coupled",
+        FGR="full_gate_recurrence",
+    )
     for name, flag in expected.items():
         cell = seqjax.LSTM.variant(name, 4)
-        diff = {f for f in ("input_gate", "forget_gate", "output_gate", "input_activation",
-                            "output_activation", "peephole", "coupled", "full_gate_recurrence")
-                if getattr(cell, f) != getattr(v, f)}
+        diff = {
+            f
+            for f in (
+                "input_gate",
+                "forget_gate",
+                "output_gate",
+                "input_activation",
+                "output_activation",
+                "peephole",
+                "coupled",
+                "full_gate_recurrence",
+            )
+            if getattr(cell, f) != getattr(v, f)
+        }
         assert diff == {flag}, (name, diff)
     with pytest.raises(ValueError, match="unknown LSTM variant"):
         seqjax.LSTM.variant("XYZ", 4)
@@ -304,14 +338,25 @@ def test_cells_are_hashable_immutable_static_args():
 
 # -- numerics and gradients ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("cell", [
-    seqjax.LSTM(3, param_dtype=jnp.float64, peephole=True, proj_size=2, layer_norm=True),
-    seqjax.LSTM(3, param_dtype=jnp.float64, coupled=True, full_gate_recurrence=True,
-                peephole=True, output_activation=False),
-    seqjax.GRU(3, param_dtype=jnp.float64),
-    seqjax.GRU(3, param_dtype=jnp.float64, reset_after=True),
-    seqjax.SimpleRNN(3, param_dtype=jnp.float64),
-], ids=["lstmp_ln_peep", "cifg_fgr_noaf", "gru", "gru_reset_after", "rnn"])
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        seqjax.LSTM(3, param_dtype=jnp.float64, peephole=True, proj_size=2, layer_norm=True),
+        seqjax.LSTM(
+            3,
+            param_dtype=jnp.float64,
+            coupled=True,
+            full_gate_recurrence=True,
+            peephole=True,
+            output_activation=False,
+        ),
+        seqjax.GRU(3, param_dtype=jnp.float64),
+        seqjax.GRU(3, param_dtype=jnp.float64, reset_after=True),
+        seqjax.SimpleRNN(3, param_dtype=jnp.float64),
+    ],
+    ids=["lstmp_ln_peep", "cifg_fgr_noaf", "gru", "gru_reset_after", "rnn"],
+)
 def test_check_grads_every_cell(cell, x64):
     params = randomize(cell.init(jax.random.key(0), 2), jax.random.key(16))
     xs = jax.random.normal(jax.random.key(17), (2, 4, 2), jnp.float64)
@@ -342,8 +387,13 @@ def test_cell_definitions_round_trip_through_json_configs():
     cells = [
         seqjax.LSTM(8, proj_size=4, peephole=True, cell_clip=3.0, dtype=jnp.bfloat16),
         seqjax.GRU(5, reset_after=True, param_dtype=jnp.float64),
-        seqjax.stack([seqjax.bidirectional(seqjax.LSTM.variant("CIFG", 4)),
-                      seqjax.SimpleRNN(3, activation="relu")], dropout=0.25),
+        seqjax.stack(
+            [
+                seqjax.bidirectional(seqjax.LSTM.variant("CIFG", 4)),
+                seqjax.SimpleRNN(3, activation="relu"),
+            ],
+            dropout=0.25,
+        ),
     ]
     for cell in cells:
         cfg = json.loads(json.dumps(seqjax.cell_to_config(cell)))

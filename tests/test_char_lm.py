@@ -12,12 +12,31 @@ import pytest
 
 from experiments import char_lm
 
-TINY = dict(layers=1, hidden=8, embed=4, seq_len=8, batch_size=4, total_steps=12,
-            warmup_steps=0, learning_rate=3e-2, schedule="constant", log_every=1, eval_every=6,
-            save_every=6, progress=False, async_checkpointing=False)
+TINY = dict(
+    layers=1,
+    hidden=8,
+    embed=4,
+    seq_len=8,
+    batch_size=4,
+    total_steps=12,
+    warmup_steps=0,
+    learning_rate=3e-2,
+    schedule="constant",
+    log_every=1,
+    eval_every=6,
+    save_every=6,
+    progress=False,
+    async_checkpointing=False,
+)
 # every regulariser on, so the resume check also covers their per-step randomness
-REGULARISED = dict(dropout=0.1, input_dropout=0.1, recurrent_dropout=0.1, zoneout_h=0.1,
-                   zoneout_c=0.2, weight_drop=0.1)
+REGULARISED = dict(
+    dropout=0.1,
+    input_dropout=0.1,
+    recurrent_dropout=0.1,
+    zoneout_h=0.1,
+    zoneout_c=0.2,
+    weight_drop=0.1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +53,23 @@ def text_file(tmp_path_factory):
 def trained(tmp_path_factory, text_file):
     """A 12-step run through the command line, every regulariser on: checkpoints at 6, 12."""
     workdir = str(tmp_path_factory.mktemp("runs") / "lm")
-    argv = ["train", "--workdir", workdir, "--data", text_file, "--steps", "12",
-            "--checkpoint-every", "6", "--seed", "1", "--layers", "1", "--hidden", "8"]
+    argv = [
+        "train",
+        "--workdir",
+        workdir,
+        "--data",
+        text_file,
+        "--steps",
+        "12",
+        "--checkpoint-every",
+        "6",
+        "--seed",
+        "1",
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+    ]
     for k, v in {**TINY, **REGULARISED}.items():
         if k not in ("layers", "hidden", "total_steps", "save_every"):
             argv += [f"--{k.replace('_', '-')}", str(v)]
@@ -50,15 +84,22 @@ def read_jsonl(path):
 
 def test_train_writes_run_directory_and_loss_goes_down(trained):
     files = set(os.listdir(trained))
-    assert {"config.json", "vocab.json", "results.json", "metrics.jsonl", "timeline.jsonl",
-            "learning_curves.png", "checkpoints", "tensorboard"} <= files
-    assert sorted(int(s) for s in os.listdir(os.path.join(trained, "checkpoints"))
-                  if s.isdigit()) == [6, 12]
-    train = [r for r in read_jsonl(os.path.join(trained, "metrics.jsonl"))
-             if r["split"] == "train"]
+    assert {
+        "config.json",
+        "vocab.json",
+        "results.json",
+        "metrics.jsonl",
+        "timeline.jsonl",
+        "learning_curves.png",
+        "checkpoints",
+        "tensorboard",
+    } <= files
+    assert sorted(
+        int(s) for s in os.listdir(os.path.join(trained, "checkpoints")) if s.isdigit()
+    ) == [6, 12]
+    train = [r for r in read_jsonl(os.path.join(trained, "metrics.jsonl")) if r["split"] == "train"]
     assert train[-1]["loss"] < train[0]["loss"] - 0.15
-    evals = [r for r in read_jsonl(os.path.join(trained, "metrics.jsonl"))
-             if r["split"] == "eval"]
+    evals = [r for r in read_jsonl(os.path.join(trained, "metrics.jsonl")) if r["split"] == "eval"]
     assert [r["step"] for r in evals] == [6, 12] and evals[1]["loss"] < evals[0]["loss"]
     res = json.load(open(os.path.join(trained, "results.json")))
     vocab = char_lm.load_vocab(trained)
@@ -73,15 +114,25 @@ def test_train_writes_run_directory_and_loss_goes_down(trained):
 def test_generate_from_the_run(trained, capsys):
     model = char_lm.restore(trained)
     assert model.step == 12
-    texts, timing = char_lm.sample(model, "to be", 25, samples=3, temperature=1.0, top_k=5,
-                                   seed=0)
+    texts, timing = char_lm.sample(model, "to be", 25, samples=3, temperature=1.0, top_k=5, seed=0)
     assert len(texts) == 3 and all(len(t) == 25 for t in texts)
     assert all(set(t) <= set(model.vocab.symbols) for t in texts)
     assert timing["tokens_per_sec"] > 0
     again, _ = char_lm.sample(model, "to be", 25, samples=3, temperature=1.0, top_k=5, seed=0)
     assert again == texts  # seeded
-    char_lm.main(["generate", "--workdir", trained, "--prompt", "or not", "--length", "30",
-                  "--temperature", "0"])
+    char_lm.main(
+        [
+            "generate",
+            "--workdir",
+            trained,
+            "--prompt",
+            "or not",
+            "--length",
+            "30",
+            "--temperature",
+            "0",
+        ]
+    )
     out, err = capsys.readouterr()
     assert out.startswith("or not") and len(out.rstrip("\n")) >= len("or not") + 30 - 5
     assert "characters/s" in err
@@ -110,22 +161,27 @@ def test_resume_is_exact_with_regularisation(tmp_path, trained):
 def test_config_from_args_resumes_saved_config(trained):
     config, workdir = char_lm.config_from_args(["--workdir", trained, "--steps", "20"])
     assert workdir == trained and config.total_steps == 20 and config.hidden == 8
-    config, _ = char_lm.config_from_args(["--workdir", trained + "_new", "--quick",
-                                          "--learning-rate", "1e-3", "--zoneout-c", "0.5"])
+    config, _ = char_lm.config_from_args(
+        ["--workdir", trained + "_new", "--quick", "--learning-rate", "1e-3", "--zoneout-c", "0.5"]
+    )
     assert (config.hidden, config.learning_rate, config.zoneout_c) == (
-        char_lm.QUICK["hidden"], 1e-3, 0.5)
+        char_lm.QUICK["hidden"],
+        1e-3,
+        0.5,
+    )
 
 
 def test_bad_arguments(tmp_path, text_file):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        char_lm.main(["train", "--workdir", str(tmp_path / "a"), "--data",
-                      str(tmp_path / "missing.txt")])
+        char_lm.main(
+            ["train", "--workdir", str(tmp_path / "a"), "--data", str(tmp_path / "missing.txt")]
+        )
     with pytest.raises(ValueError, match="proj"):
-        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "gru",
-                                  "--proj", "4"])
+        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "gru", "--proj", "4"])
     with pytest.raises(ValueError, match="zoneout-c"):
-        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "rnn",
-                                  "--zoneout-c", "0.5"])
+        char_lm.config_from_args(
+            ["--workdir", str(tmp_path / "b"), "--cell", "rnn", "--zoneout-c", "0.5"]
+        )
     with pytest.raises(ValueError, match="unknown config key 'hiden'"):
         char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--hiden", "4"])
     with pytest.raises(SystemExit):
@@ -138,11 +194,19 @@ def test_bad_arguments(tmp_path, text_file):
 
 
 def test_compare_writes_table_and_plot(tmp_path, text_file):
-    base = char_lm.CharLMConfig(data=text_file, **{**TINY, "total_steps": 4, "eval_every": 2,
-                                                   "save_every": 4})
+    base = char_lm.CharLMConfig(
+        data=text_file, **{**TINY, "total_steps": 4, "eval_every": 2, "save_every": 4}
+    )
     out = tmp_path / "results"
-    summary = char_lm.compare(str(tmp_path / "runs"), base, variants=["none", "weight_drop"],
-                              out_dir=out, name="reg", command="cmd", verbose=False)
+    summary = char_lm.compare(
+        str(tmp_path / "runs"),
+        base,
+        variants=["none", "weight_drop"],
+        out_dir=out,
+        name="reg",
+        command="cmd",
+        verbose=False,
+    )
     assert set(summary) == {"none", "weight_drop"}
     for s in summary.values():
         assert s["best_step"] in (2, 4) and np.isfinite(s["final_gap"])

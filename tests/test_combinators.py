@@ -32,8 +32,7 @@ def manual_layers(cells, params, xs, lengths, residual=False):
 
 
 def test_dlstmp_equals_layer_by_layer_scans(xs):
-    cells = [seqjax.LSTM(4, proj_size=3), seqjax.LSTM(5, proj_size=2, peephole=True),
-             seqjax.GRU(3)]
+    cells = [seqjax.LSTM(4, proj_size=3), seqjax.LSTM(5, proj_size=2, peephole=True), seqjax.GRU(3)]
     deep = seqjax.stack(cells)
     params = deep.init(jax.random.key(1), I)
     final, ys = seqjax.scan(deep, params, xs, lengths=LENGTHS)
@@ -108,8 +107,9 @@ def test_bidirectional_equals_forward_and_reversed_scans(merge, xs):
     b_final, b_ys = seqjax.scan(bi.backward, params.backward, xs, lengths=LENGTHS, reverse=True)
     want = jnp.concatenate([f_ys, b_ys], -1) if merge == "concat" else f_ys + b_ys
     np.testing.assert_allclose(ys, want, rtol=1e-6, atol=1e-6)
-    chex.assert_trees_all_close(final, seqjax.BidirectionalCarry(f_final, b_final),
-                                rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(
+        final, seqjax.BidirectionalCarry(f_final, b_final), rtol=1e-6, atol=1e-6
+    )
     assert bi.output_size == (4 if merge == "concat" else 2)
     # The backward direction's state at t = 0 depends on every valid input of the sequence.
     assert not np.allclose(params.backward.w_ih, params.forward.w_ih)  # separate parameters
@@ -132,7 +132,8 @@ def test_deep_bidirectional_lstmp_is_one_expression(xs):
     _, ref = manual_layers(deep.layers, params.layers, xs, LENGTHS)
     np.testing.assert_allclose(ys, ref, rtol=1e-6, atol=1e-6)
     leaves = jax.tree_util.tree_leaves(
-        jax.grad(lambda p: jnp.sum(seqjax.scan(deep, p, xs, lengths=LENGTHS)[1] ** 2))(params))
+        jax.grad(lambda p: jnp.sum(seqjax.scan(deep, p, xs, lengths=LENGTHS)[1] ** 2))(params)
+    )
     assert all(float(jnp.abs(g).sum()) > 0 for g in leaves)  # every parameter gets gradient
 
 

@@ -81,8 +81,10 @@ def test_shakespeare_corpus(corpus):
     assert 4_700_000 < len(text) < 4_900_000
     assert text.startswith("THESEUS:\nNow, fair Hippolyta, our nuptial hour\n")
     # the opening of the classic tiny-shakespeare file is in there, in the same layout
-    assert "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak." \
+    assert (
+        "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak."
         in text
+    )
     for markup in ("**", "#", "_", "\\", "[", "]"):
         assert markup not in text, markup
     assert 70 <= len(set(text)) <= 85
@@ -105,15 +107,22 @@ def test_load_text_file_and_normalisation(tmp_path):
     assert load_text(str(p)) == load_text(p)
 
 
-@pytest.mark.parametrize("content, error, match", [
-    (None, FileNotFoundError, "does not exist"),
-    ("dir", IsADirectoryError, "directory"),
-    (b"", ValueError, "is empty"),
-    (b" \n\n\t", ValueError, "only whitespace"),
-    (b"abc\x00\x01\x02", ValueError, "NUL byte at offset 3"),
-    ("caf\xe9 au lait".encode("latin-1"), ValueError, r"not UTF-8 text: undecodable byte 0xe9 at "
-                                                      r"offset 3"),
-])
+@pytest.mark.parametrize(
+    "content, error, match",
+    [
+        (None, FileNotFoundError, "does not exist"),
+        ("dir", IsADirectoryError, "directory"),
+        (b"", ValueError, "is empty"),
+        (b" \n\n\t", ValueError, "only whitespace"),
+        (b"abc\x00\x01\x02", ValueError, "NUL byte at offset 3"),
+        (
+            "caf\xe9 au lait".encode("latin-1"),
+            ValueError,
+            r"not UTF-8 text: undecodable byte 0xe9 at "
+            r"offset 3",
+        ),
+    ],
+)
 def test_load_text_errors(tmp_path, content, error, match):
     p = tmp_path / "data.txt"
     if content == "dir":
@@ -178,9 +187,8 @@ def test_streams_are_contiguous_for_tbptt():
     n_windows = (25 - 1) // L
     for b in range(B):
         ins = np.concatenate([stream_window(streams, k, L)["inputs"][b] for k in range(n_windows)])
-        tgt = np.concatenate([stream_window(streams, k, L)["targets"][b]
-                              for k in range(n_windows)])
-        np.testing.assert_array_equal(ins, tokens[b * 25:b * 25 + n_windows * L])
+        tgt = np.concatenate([stream_window(streams, k, L)["targets"][b] for k in range(n_windows)])
+        np.testing.assert_array_equal(ins, tokens[b * 25 : b * 25 + n_windows * L])
         np.testing.assert_array_equal(tgt, ins + 1)
     # window n_windows starts the streams over, flagged so the carry resets
     w = stream_window(streams, n_windows, L)

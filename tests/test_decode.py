@@ -119,9 +119,11 @@ def test_temperature_zero_and_tiny_are_greedy():
     logits = jax.random.normal(jax.random.key(1), (5, V))
     argmax = np.argmax(np.asarray(logits), axis=-1)
     np.testing.assert_array_equal(
-        np.asarray(sample_logits(jax.random.key(2), logits, temperature=0.0)), argmax)
+        np.asarray(sample_logits(jax.random.key(2), logits, temperature=0.0)), argmax
+    )
     np.testing.assert_array_equal(
-        np.asarray(sample_logits(jax.random.key(3), logits, temperature=1e-4)), argmax)
+        np.asarray(sample_logits(jax.random.key(3), logits, temperature=1e-4)), argmax
+    )
 
 
 def test_bad_sampling_arguments():
@@ -161,8 +163,11 @@ def prime_fn(params, carry, tokens):
 @pytest.fixture(scope="module")
 def lm():
     k1, k2, k3 = jax.random.split(jax.random.key(4), 3)
-    params = LM(embed=jax.random.normal(k1, (V, 3)), rnn=CELL.init(k2, 3),
-                w_out=2.0 * jax.random.normal(k3, (5, V)))
+    params = LM(
+        embed=jax.random.normal(k1, (V, 3)),
+        rnn=CELL.init(k2, 3),
+        w_out=2.0 * jax.random.normal(k3, (5, V)),
+    )
     prompt = jnp.array([[1, 2, 3], [4, 5, 6], [1, 2, 3]], jnp.int32)
     return params, CELL.initial_carry((3,)), prompt
 
@@ -186,8 +191,9 @@ def test_decode_loop_equals_python_loop_of_steps(lm, kw):
         if t < length - 1:
             carry, logits = step(params, carry, tok)
     np.testing.assert_array_equal(np.asarray(tokens), np.stack(ref, axis=1))
-    for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(carry),
-                    strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(carry), strict=True
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
@@ -195,8 +201,9 @@ def test_prime_with_scan_equals_priming_with_steps(lm):
     params, carry0, prompt = lm
     key = jax.random.key(6)
     a, ca = generate(step_fn, params, carry0, prompt, key, length=6, temperature=0.0)
-    b, cb = generate(step_fn, params, carry0, prompt, key, length=6, temperature=0.0,
-                     prime_fn=prime_fn)
+    b, cb = generate(
+        step_fn, params, carry0, prompt, key, length=6, temperature=0.0, prime_fn=prime_fn
+    )
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for x, y in zip(jax.tree_util.tree_leaves(ca), jax.tree_util.tree_leaves(cb), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
@@ -204,9 +211,18 @@ def test_prime_with_scan_equals_priming_with_steps(lm):
 
 def test_seeded_and_independent_rows(lm):
     params, carry0, prompt = lm
-    run = lambda seed: np.asarray(generate(  # noqa: E731
-        step_fn, params, carry0, prompt, jax.random.key(seed), length=30, temperature=1.5,
-        prime_fn=prime_fn)[0])
+    run = lambda seed: np.asarray(
+        generate(  # noqa: E731
+            step_fn,
+            params,
+            carry0,
+            prompt,
+            jax.random.key(seed),
+            length=30,
+            temperature=1.5,
+            prime_fn=prime_fn,
+        )[0]
+    )
     a, b, c = run(7), run(7), run(8)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -219,10 +235,10 @@ def test_continuing_from_the_returned_carry(lm):
     key = jax.random.key(9)
     whole, _ = generate(step_fn, params, carry0, prompt, key, length=8, temperature=0.0)
     first, carry = generate(step_fn, params, carry0, prompt, key, length=4, temperature=0.0)
-    second, _ = generate(step_fn, params, carry, first[:, -1:], key, length=4,
-                         temperature=0.0)
-    np.testing.assert_array_equal(np.asarray(whole),
-                                  np.concatenate([np.asarray(first), np.asarray(second)], 1))
+    second, _ = generate(step_fn, params, carry, first[:, -1:], key, length=4, temperature=0.0)
+    np.testing.assert_array_equal(
+        np.asarray(whole), np.concatenate([np.asarray(first), np.asarray(second)], 1)
+    )
 
 
 def test_generate_errors(lm):

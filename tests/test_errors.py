@@ -79,8 +79,9 @@ def test_errors_surface_at_trace_time_under_jit(lstm):
     with pytest.raises(TypeError, match="lengths must be integers"):
         run(params, jnp.ones((2, 4, 3)), jnp.array([1.0, 2.0]))
     with pytest.raises(TypeError, match="static_argnames"):
-        jax.jit(lambda p, x, r: seqjax.scan(cell, p, x, reverse=r))(params, jnp.ones((2, 4, 3)),
-                                                                     True)
+        jax.jit(lambda p, x, r: seqjax.scan(cell, p, x, reverse=r))(
+            params, jnp.ones((2, 4, 3)), True
+        )
 
 
 def test_bad_options():

@@ -42,7 +42,8 @@ def make_params(cell, seed=0):
     shapes = jax.eval_shape(lambda: cell.init(jax.random.key(0), F))
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map(
-        lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+        lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes
+    )
 
 
 def valid_mask():
@@ -74,21 +75,30 @@ def _all_paths(cell, fwd, bwd, xs, lengths):
     """Every way of running ``cell`` over ``xs``, plus the seqjax references (one jit)."""
     tree_f, tree_b = sl.params_to_flax(fwd), sl.params_to_flax(bwd)
     out = {"ref": seqjax.scan(cell, fwd, xs, lengths=lengths)}
-    out["ref_bi"] = seqjax.scan(seqjax.bidirectional(cell), seqjax.BidirectionalParams(fwd, bwd),
-                                xs, lengths=lengths)
+    out["ref_bi"] = seqjax.scan(
+        seqjax.bidirectional(cell), seqjax.BidirectionalParams(fwd, bwd), xs, lengths=lengths
+    )
     out["nn_rnn"] = nn.RNN(sl.Cell(cell), return_carry=True).apply(
-        {"params": {"cell": tree_f}}, xs, seq_lengths=lengths)
+        {"params": {"cell": tree_f}}, xs, seq_lengths=lengths
+    )
     out["nn_bidirectional"] = nn.Bidirectional(
-        nn.RNN(sl.Cell(cell)), nn.RNN(sl.Cell(cell)), return_carry=True).apply(
-        {"params": {"forward_rnn": {"cell": tree_f}, "backward_rnn": {"cell": tree_b}}}, xs,
-        seq_lengths=lengths)
+        nn.RNN(sl.Cell(cell)), nn.RNN(sl.Cell(cell)), return_carry=True
+    ).apply(
+        {"params": {"forward_rnn": {"cell": tree_f}, "backward_rnn": {"cell": tree_b}}},
+        xs,
+        seq_lengths=lengths,
+    )
     out["nnx_rnn"] = nnx.RNN(snnx.Cell(cell, params=fwd), return_carry=True)(
-        xs, seq_lengths=lengths)
+        xs, seq_lengths=lengths
+    )
     out["nnx_bidirectional"] = nnx.Bidirectional(
-        nnx.RNN(snnx.Cell(cell, params=fwd)), nnx.RNN(snnx.Cell(cell, params=bwd)),
-        return_carry=True)(xs, seq_lengths=lengths)
+        nnx.RNN(snnx.Cell(cell, params=fwd)),
+        nnx.RNN(snnx.Cell(cell, params=bwd)),
+        return_carry=True,
+    )(xs, seq_lengths=lengths)
     out["linen_whole"] = sl.RNN(cell, return_carry=True).apply(
-        {"params": tree_f}, xs, seq_lengths=lengths)
+        {"params": tree_f}, xs, seq_lengths=lengths
+    )
     out["nnx_whole"] = snnx.RNN(cell, params=fwd, return_carry=True)(xs, seq_lengths=lengths)
     return out
 
@@ -167,9 +177,11 @@ def test_float64_paths_agree_tightly(x64):
         return (
             seqjax.scan(cell, params, xs, lengths=lengths),
             nn.RNN(sl.Cell(cell, carry_dtype=jnp.float64), return_carry=True).apply(
-                {"params": {"cell": tree}}, xs, seq_lengths=lengths),
+                {"params": {"cell": tree}}, xs, seq_lengths=lengths
+            ),
             nnx.RNN(snnx.Cell(cell, params=params, carry_dtype=jnp.float64), return_carry=True)(
-                xs, seq_lengths=lengths),
+                xs, seq_lengths=lengths
+            ),
             sl.RNN(cell, return_carry=True).apply({"params": tree}, xs, seq_lengths=lengths),
             snnx.RNN(cell, params=params, return_carry=True)(xs, seq_lengths=lengths),
         )
@@ -180,8 +192,9 @@ def test_float64_paths_agree_tightly(x64):
     m = valid_mask()
     for carry, ys in paths:
         assert ys.dtype == carry.h.dtype == jnp.float64
-        np.testing.assert_allclose(np.where(m, ys, 0.0), np.where(m, ref_ys, 0.0), rtol=1e-12,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            np.where(m, ys, 0.0), np.where(m, ref_ys, 0.0), rtol=1e-12, atol=1e-12
+        )
         for g, w in zip(carry, ref_carry, strict=True):
             if w is not None:
                 np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
@@ -227,9 +240,11 @@ def test_whole_sequence_deep_bidirectional_lstmp(xs):
             "nnx": snnx.RNN(cell, params=params, return_carry=True)(xs, seq_lengths=lengths),
             "ref_rev": seqjax.scan(cell, params, xs, mask=mask, reverse=True),
             "linen_rev": sl.RNN(cell, time_major=True, reverse=True, return_carry=True).apply(
-                variables, xs_t, mask=mask_t),
-            "nnx_rev": snnx.RNN(cell, params=params, time_major=True, reverse=True,
-                                return_carry=True)(xs_t, mask=mask_t),
+                variables, xs_t, mask=mask_t
+            ),
+            "nnx_rev": snnx.RNN(
+                cell, params=params, time_major=True, reverse=True, return_carry=True
+            )(xs_t, mask=mask_t),
         }
 
     out = run(params, xs, LENGTHS, mask)
@@ -237,8 +252,9 @@ def test_whole_sequence_deep_bidirectional_lstmp(xs):
     for name in ("linen", "nnx"):
         np.testing.assert_allclose(out[name][1], out["ref"][1], **TOL)
         assert_tree_close(out[name][0], out["ref"][0])
-        np.testing.assert_allclose(jnp.swapaxes(out[name + "_rev"][1], 0, 1), out["ref_rev"][1],
-                                   **TOL)
+        np.testing.assert_allclose(
+            jnp.swapaxes(out[name + "_rev"][1], 0, 1), out["ref_rev"][1], **TOL
+        )
         assert_tree_close(out[name + "_rev"][0], out["ref_rev"][0])
 
 
@@ -249,15 +265,22 @@ def test_linen_rnn_plugs_into_nn_bidirectional_and_keeps_nn_rnn_order(xs):
     @jax.jit
     def run(fwd, bwd, xs, lengths):
         layer = nn.Bidirectional(sl.RNN(cell), sl.RNN(cell), return_carry=True)
-        variables = {"params": {"forward_rnn": sl.params_to_flax(fwd),
-                                "backward_rnn": sl.params_to_flax(bwd)}}
-        ref = seqjax.scan(seqjax.bidirectional(cell), seqjax.BidirectionalParams(fwd, bwd), xs,
-                          lengths=lengths)
+        variables = {
+            "params": {
+                "forward_rnn": sl.params_to_flax(fwd),
+                "backward_rnn": sl.params_to_flax(bwd),
+            }
+        }
+        ref = seqjax.scan(
+            seqjax.bidirectional(cell), seqjax.BidirectionalParams(fwd, bwd), xs, lengths=lengths
+        )
         # keep_order=False returns nn.RNN(reverse=True)'s processing order.
         ours = sl.RNN(cell, reverse=True, keep_order=False).apply(
-            {"params": sl.params_to_flax(fwd)}, xs, seq_lengths=lengths)
+            {"params": sl.params_to_flax(fwd)}, xs, seq_lengths=lengths
+        )
         flax_ys = nn.RNN(sl.Cell(cell), reverse=True).apply(
-            {"params": {"cell": sl.params_to_flax(fwd)}}, xs, seq_lengths=lengths)
+            {"params": {"cell": sl.params_to_flax(fwd)}}, xs, seq_lengths=lengths
+        )
         return layer.apply(variables, xs, seq_lengths=lengths), ref, ours, flax_ys
 
     ((c_f, c_b), ys), (ref_carry, ref_ys), ours, flax_ys = run(fwd, bwd, xs, LENGTHS)
@@ -266,8 +289,11 @@ def test_linen_rnn_plugs_into_nn_bidirectional_and_keeps_nn_rnn_order(xs):
     assert_valid_close(ours, flax_ys)
     np.testing.assert_array_equal(np.where(valid_mask(), 0.0, ours), 0.0)
     with pytest.raises(ValueError, match="mask"):
-        jax.eval_shape(lambda: sl.RNN(cell, reverse=True, keep_order=False).apply(
-            {"params": sl.params_to_flax(fwd)}, xs, mask=jnp.ones((B, T), bool)))
+        jax.eval_shape(
+            lambda: sl.RNN(cell, reverse=True, keep_order=False).apply(
+                {"params": sl.params_to_flax(fwd)}, xs, mask=jnp.ones((B, T), bool)
+            )
+        )
 
 
 # -- gradients --------------------------------------------------------------------------------
@@ -290,9 +316,12 @@ def scan_grads(xs):
 
     @jax.jit
     def grads(params, xs):
-        return {name: jax.grad(lambda p, c=cell: _masked_loss(
-            seqjax.scan(c, p, xs, lengths=LENGTHS)[1]))(params[name])
-            for name, cell in cases.items()}
+        return {
+            name: jax.grad(
+                lambda p, c=cell: _masked_loss(seqjax.scan(c, p, xs, lengths=LENGTHS)[1])
+            )(params[name])
+            for name, cell in cases.items()
+        }
 
     return params, grads(params, xs)
 
@@ -304,14 +333,17 @@ def test_gradients_linen_paths(xs, scan_grads):
 
     @jax.jit
     def grads(tree, variables):
-        g_cell = jax.grad(lambda t: _masked_loss(
-            rnn.apply({"params": {"cell": t}}, xs, seq_lengths=LENGTHS)))(tree)
+        g_cell = jax.grad(
+            lambda t: _masked_loss(rnn.apply({"params": {"cell": t}}, xs, seq_lengths=LENGTHS))
+        )(tree)
         g_deep = jax.grad(lambda v: _masked_loss(model.apply(v, xs, seq_lengths=LENGTHS)))(
-            variables)
+            variables
+        )
         return g_cell, g_deep
 
-    got, dgot = grads(sl.params_to_flax(params["lstmp_peephole"]),
-                      model.to_variables(params["deep_bi_lstmp"]))
+    got, dgot = grads(
+        sl.params_to_flax(params["lstmp_peephole"]), model.to_variables(params["deep_bi_lstmp"])
+    )
     assert set(got) == {"w_ih", "w_hh", "b", "w_peephole", "w_proj"}
     _assert_grads_match(got, sl.params_to_flax(want["lstmp_peephole"]))
     _assert_grads_match(dgot["params"], sl.params_to_flax(want["deep_bi_lstmp"]))
@@ -319,8 +351,10 @@ def test_gradients_linen_paths(xs, scan_grads):
 
 def _flat_params(tree):
     """{('params', 'layers', 0, 'forward', 'w_ih'): array} from a seqjax NamedTuple."""
-    return {("params",) + tuple(getattr(k, "name", getattr(k, "idx", None)) for k in path): w
-            for path, w in jax.tree_util.tree_leaves_with_path(tree)}
+    return {
+        ("params",) + tuple(getattr(k, "name", getattr(k, "idx", None)) for k in path): w
+        for path, w in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def test_gradients_nnx_paths(xs, scan_grads):
@@ -329,15 +363,19 @@ def test_gradients_nnx_paths(xs, scan_grads):
     @nnx.jit
     def grads(layer, model):
         def loss(layer, model):
-            return (_masked_loss(layer(xs, seq_lengths=LENGTHS))
-                    + _masked_loss(model(xs, seq_lengths=LENGTHS)))
+            return _masked_loss(layer(xs, seq_lengths=LENGTHS)) + _masked_loss(
+                model(xs, seq_lengths=LENGTHS)
+            )
+
         return nnx.grad(loss, argnums=(0, 1))(layer, model)
 
     layer = nnx.RNN(snnx.Cell(CELLS["lstmp_peephole"], params=params["lstmp_peephole"]))
     model = snnx.RNN(DEEP_BI_LSTMP, params=params["deep_bi_lstmp"])
     g_layer, g_model = grads(layer, model)
-    got = {path[1:]: v.get_value()  # drop the leading 'cell'
-           for path, v in nnx.to_flat_state(nnx.state(g_layer, nnx.Param))}
+    got = {
+        path[1:]: v.get_value()  # drop the leading 'cell'
+        for path, v in nnx.to_flat_state(nnx.state(g_layer, nnx.Param))
+    }
     assert {p[-1] for p in got} == {"w_ih", "w_hh", "b", "w_peephole", "w_proj"}
     _assert_grads_match(got, _flat_params(want["lstmp_peephole"]))
     dgot = {path: v.get_value() for path, v in nnx.to_flat_state(nnx.state(g_model, nnx.Param))}
@@ -353,12 +391,14 @@ def test_params_round_trip(name):
     tree = sl.params_to_flax(params)
     back = sl.params_from_flax(cell, tree)
     assert jax.tree_util.tree_structure(back) == jax.tree_util.tree_structure(params)
-    for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params),
-                    strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params), strict=True
+    ):
         assert a is b  # no copies
     # Also from a whole variables dict, and from a FrozenDict.
     assert sl.params_from_flax(cell, {"params": tree}) == back
     from flax.core import freeze
+
     assert sl.params_from_flax(cell, freeze(tree)) == back
 
 
@@ -373,8 +413,10 @@ def test_flax_init_runs_in_seqjax_and_nnx_state_round_trips(xs):
     ref_ys = seqjax.scan(cell, params, xs, lengths=LENGTHS)[1]
     np.testing.assert_allclose(model.apply(variables, xs, seq_lengths=LENGTHS), ref_ys, **TOL)
     layer = snnx.Cell(cell, in_features=F, rngs=nnx.Rngs(1))
-    assert_valid_close(nnx.RNN(layer)(xs, seq_lengths=LENGTHS),
-                       seqjax.scan(cell, layer.seqjax_params(), xs, lengths=LENGTHS)[1])
+    assert_valid_close(
+        nnx.RNN(layer)(xs, seq_lengths=LENGTHS),
+        seqjax.scan(cell, layer.seqjax_params(), xs, lengths=LENGTHS)[1],
+    )
 
     # nnx: split/merge and state updates keep the NamedTuple structure and the numbers.
     deep = DEEP_BI_LSTMP
@@ -403,8 +445,15 @@ def test_dropout_randomness(xs):
     def linen(variables, xs, k1, k2, k3):
         def drop(k):
             return model.apply(variables, xs, deterministic=False, rngs={"dropout": k})
-        return (seqjax.scan(cell, params, xs)[1], seqjax.scan(cell, params, xs, key=k3)[1],
-                model.apply(variables, xs), drop(k1), drop(k1), drop(k2))
+
+        return (
+            seqjax.scan(cell, params, xs)[1],
+            seqjax.scan(cell, params, xs, key=k3)[1],
+            model.apply(variables, xs),
+            drop(k1),
+            drop(k1),
+            drop(k2),
+        )
 
     clean, with_k3, ys, a, a_again, b = linen(model.to_variables(params), xs, k1, k2, k3)
     np.testing.assert_allclose(ys, clean, **TOL)
@@ -448,8 +497,9 @@ def test_errors(xs):
     with pytest.raises(TypeError, match="whole sequence"):
         jax.eval_shape(nn.RNN(sl.Cell(seqjax.bidirectional(cell))).init, jax.random.key(0), xs)
     with pytest.raises(ValueError, match="features"):
-        jax.eval_shape(lambda: nn.RNN(sl.Cell(cell)).apply({"params": {"cell": tree}},
-                                                          jnp.ones((B, T, F + 1))))
+        jax.eval_shape(
+            lambda: nn.RNN(sl.Cell(cell)).apply({"params": {"cell": tree}}, jnp.ones((B, T, F + 1)))
+        )
     with pytest.raises(ValueError, match="dimensions"):
         jax.eval_shape(sl.RNN(cell).init, jax.random.key(0), jnp.ones((T,)))
 

@@ -29,12 +29,29 @@ KINDS = ("rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru")
 
 
 # -- helpers --------------------------------------------------------------------------------------
-def make_module(kind, *, input_size, hidden, layers=1, bidirectional=False, bias=True, proj=0,
-                batch_first=True, dropout=0.0, seed=0):
+def make_module(
+    kind,
+    *,
+    input_size,
+    hidden,
+    layers=1,
+    bidirectional=False,
+    bias=True,
+    proj=0,
+    batch_first=True,
+    dropout=0.0,
+    seed=0,
+):
     """A float64 PyTorch module with random weights (biases included) from ``seed``."""
     torch.manual_seed(seed)
-    common = dict(num_layers=layers, bias=bias, batch_first=batch_first, dropout=dropout,
-                  bidirectional=bidirectional, dtype=torch.float64)
+    common = dict(
+        num_layers=layers,
+        bias=bias,
+        batch_first=batch_first,
+        dropout=dropout,
+        bidirectional=bidirectional,
+        dtype=torch.float64,
+    )
     if kind.startswith("rnn"):
         return torch.nn.RNN(input_size, hidden, nonlinearity=kind[4:], **common).eval()
     if kind.startswith("lstm"):
@@ -59,8 +76,12 @@ def torch_run(module, xs_BTI, lengths=None, state=None):
         if lengths is None:
             out, hn = module(x, state)
         else:
-            packed = pack_padded_sequence(x, torch.as_tensor(np.asarray(lengths)),
-                                          batch_first=module.batch_first, enforce_sorted=False)
+            packed = pack_padded_sequence(
+                x,
+                torch.as_tensor(np.asarray(lengths)),
+                batch_first=module.batch_first,
+                enforce_sorted=False,
+            )
             out, hn = module(packed, state)
             out, _ = pad_packed_sequence(out, batch_first=module.batch_first, total_length=T)
     if not module.batch_first:
@@ -76,9 +97,11 @@ def as_numpy_states(states):
 
 def _three_scans(cell, params, xs, lengths, carry0):
     """Full sequences; with lengths; with lengths and an explicit initial carry."""
-    return (seqjax.scan(cell, params, xs),
-            seqjax.scan(cell, params, xs, lengths=lengths),
-            seqjax.scan(cell, params, xs, lengths=lengths, carry=carry0))
+    return (
+        seqjax.scan(cell, params, xs),
+        seqjax.scan(cell, params, xs, lengths=lengths),
+        seqjax.scan(cell, params, xs, lengths=lengths, carry=carry0),
+    )
 
 
 # Jitted once for every configuration (the cell is hashable, hence static).
@@ -90,9 +113,17 @@ def check_config(kind, layers, bidirectional, bias, *, input_size, hidden, batch
     """Imports a random module and compares all three runs with PyTorch at 1e-6."""
     rng = np.random.default_rng(seed)
     proj = int(rng.integers(1, hidden)) if kind == "lstm_proj" else 0
-    module = make_module(kind, input_size=input_size, hidden=hidden, layers=layers,
-                         bidirectional=bidirectional, bias=bias, proj=proj,
-                         batch_first=bool(rng.integers(2)), seed=seed)
+    module = make_module(
+        kind,
+        input_size=input_size,
+        hidden=hidden,
+        layers=layers,
+        bidirectional=bidirectional,
+        bias=bias,
+        proj=proj,
+        batch_first=bool(rng.integers(2)),
+        seed=seed,
+    )
     cell, params = from_torch(module)
 
     xs = rng.standard_normal((batch, T, input_size))
@@ -105,10 +136,14 @@ def check_config(kind, layers, bidirectional, bias, *, input_size, hidden, batch
     carry0 = carry_from_torch(cell, *state0)
 
     runs = three_scans(cell, params, jnp.asarray(xs), jnp.asarray(lengths), carry0)
-    refs = (torch_run(module, xs), torch_run(module, xs, lengths),
-            torch_run(module, xs, lengths, state0))
-    for name, (final, ys), (ys_ref, states_ref) in zip(("full", "lengths", "lengths+h0"), runs,
-                                                        refs, strict=True):
+    refs = (
+        torch_run(module, xs),
+        torch_run(module, xs, lengths),
+        torch_run(module, xs, lengths, state0),
+    )
+    for name, (final, ys), (ys_ref, states_ref) in zip(
+        ("full", "lengths", "lengths+h0"), runs, refs, strict=True
+    ):
         assert ys.dtype == jnp.float64
         assert ys.shape == ys_ref.shape == (batch, T, D * out), name
         np.testing.assert_allclose(np.asarray(ys), ys_ref, atol=TOL, rtol=0, err_msg=name)
@@ -131,26 +166,60 @@ GRID = [
 def test_matches_pytorch_grid(x64, kind, layers, bidirectional, bias):
     seed = GRID.index((kind, layers, bidirectional, bias))
     rng = np.random.default_rng(1000 + seed)
-    check_config(kind, layers, bidirectional, bias, input_size=int(rng.integers(2, 7)),
-                 hidden=int(rng.integers(2, 7)), batch=int(rng.integers(1, 5)),
-                 T=int(rng.integers(1, 8)), seed=seed)
+    check_config(
+        kind,
+        layers,
+        bidirectional,
+        bias,
+        input_size=int(rng.integers(2, 7)),
+        hidden=int(rng.integers(2, 7)),
+        batch=int(rng.integers(1, 5)),
+        T=int(rng.integers(1, 8)),
+        seed=seed,
+    )
 
 
 @settings(max_examples=6)
-@given(kind=st.sampled_from(KINDS), layers=st.integers(1, 3), bidirectional=st.booleans(),
-       bias=st.booleans(), input_size=st.integers(2, 6), hidden=st.integers(2, 6),
-       batch=st.integers(1, 4), T=st.integers(1, 7), seed=st.integers(0, 2**16))
-def test_matches_pytorch_random(kind, layers, bidirectional, bias, input_size, hidden, batch, T,
-                                seed):
+@given(
+    kind=st.sampled_from(KINDS),
+    layers=st.integers(1, 3),
+    bidirectional=st.booleans(),
+    bias=st.booleans(),
+    input_size=st.integers(2, 6),
+    hidden=st.integers(2, 6),
+    batch=st.integers(1, 4),
+    T=st.integers(1, 7),
+    seed=st.integers(0, 2**16),
+)
+def test_matches_pytorch_random(
+    kind, layers, bidirectional, bias, input_size, hidden, batch, T, seed
+):
     with jax.enable_x64(True):
-        check_config(kind, layers, bidirectional, bias, input_size=input_size, hidden=hidden,
-                     batch=batch, T=T, seed=seed)
+        check_config(
+            kind,
+            layers,
+            bidirectional,
+            bias,
+            input_size=input_size,
+            hidden=hidden,
+            batch=batch,
+            T=T,
+            seed=seed,
+        )
 
 
 def test_time_major_and_unbatched(x64):
     """batch_first=False module, time-major scan, and an unbatched ``[T, I]`` sequence."""
-    module = make_module("lstm_proj", input_size=3, hidden=5, layers=2, bidirectional=True,
-                         proj=2, batch_first=False, seed=7)
+    module = make_module(
+        "lstm_proj",
+        input_size=3,
+        hidden=5,
+        layers=2,
+        bidirectional=True,
+        proj=2,
+        batch_first=False,
+        seed=7,
+    )
     cell, params = from_torch(module)
     rng = np.random.default_rng(7)
     xs_TBI = rng.standard_normal((6, 3, 3))
@@ -184,8 +253,9 @@ def test_single_step_cells(x64, kind):
     else:
         module = torch.nn.RNNCell(n_in, H, nonlinearity="relu", dtype=torch.float64)
     cell, params = from_torch(module)
-    assert isinstance(cell, {"lstm": seqjax.LSTM, "gru": seqjax.GRU,
-                             "rnn_relu": seqjax.SimpleRNN}[kind])
+    assert isinstance(
+        cell, {"lstm": seqjax.LSTM, "gru": seqjax.GRU, "rnn_relu": seqjax.SimpleRNN}[kind]
+    )
     rng = np.random.default_rng(3)
     x, h = rng.standard_normal((B, n_in)), rng.standard_normal((B, H))
     with torch.no_grad():
@@ -214,26 +284,39 @@ def test_gru_mapping_negates_update_gate(x64):
     np.testing.assert_array_equal(np.asarray(p.w_ih), w_ih.T * sign)
     np.testing.assert_array_equal(np.asarray(p.w_hh), w_hh.T * sign)
     np.testing.assert_allclose(np.asarray(p.b[:H]), b_ih[:H] + b_hh[:H], rtol=1e-15)
-    np.testing.assert_allclose(np.asarray(p.b[H:2 * H]), -(b_ih[H:2 * H] + b_hh[H:2 * H]),
-                               rtol=1e-15)
-    np.testing.assert_array_equal(np.asarray(p.b[2 * H:]), b_ih[2 * H:])
-    np.testing.assert_array_equal(np.asarray(p.b_hn), b_hh[2 * H:])
+    np.testing.assert_allclose(
+        np.asarray(p.b[H : 2 * H]), -(b_ih[H : 2 * H] + b_hh[H : 2 * H]), rtol=1e-15
+    )
+    np.testing.assert_array_equal(np.asarray(p.b[2 * H :]), b_ih[2 * H :])
+    np.testing.assert_array_equal(np.asarray(p.b_hn), b_hh[2 * H :])
 
 
 def test_lstm_mapping_and_structure(x64):
-    module = make_module("lstm_proj", input_size=3, hidden=4, layers=2, bidirectional=True,
-                         proj=2, dropout=0.25, seed=5)
+    module = make_module(
+        "lstm_proj",
+        input_size=3,
+        hidden=4,
+        layers=2,
+        bidirectional=True,
+        proj=2,
+        dropout=0.25,
+        seed=5,
+    )
     cell, params = from_torch(module)
     layer = seqjax.LSTM(4, proj_size=2, param_dtype=jnp.float64)
     assert cell == seqjax.stack([seqjax.bidirectional(layer)] * 2, dropout=0.25)
     back1 = params.layers[1].backward
-    np.testing.assert_array_equal(np.asarray(back1.w_ih),
-                                  module.weight_ih_l1_reverse.detach().numpy().T)
-    np.testing.assert_array_equal(np.asarray(back1.w_proj),
-                                  module.weight_hr_l1_reverse.detach().numpy().T)
-    np.testing.assert_allclose(np.asarray(back1.b),
-                               (module.bias_ih_l1_reverse + module.bias_hh_l1_reverse)
-                               .detach().numpy(), rtol=1e-15)
+    np.testing.assert_array_equal(
+        np.asarray(back1.w_ih), module.weight_ih_l1_reverse.detach().numpy().T
+    )
+    np.testing.assert_array_equal(
+        np.asarray(back1.w_proj), module.weight_hr_l1_reverse.detach().numpy().T
+    )
+    np.testing.assert_allclose(
+        np.asarray(back1.b),
+        (module.bias_ih_l1_reverse + module.bias_hh_l1_reverse).detach().numpy(),
+        rtol=1e-15,
+    )
     assert back1.w_ih.shape == (4, 16)  # layer 1 reads [fwd, bwd] of layer 0: 2 * P features
     for leaf in jax.tree_util.tree_leaves(params):
         assert isinstance(leaf, jax.Array) and leaf.dtype == jnp.float64
@@ -283,8 +366,9 @@ def test_param_dtype_override_and_half_precision():
     module = torch.nn.RNN(3, 4).to(torch.bfloat16)
     cell, params = from_torch(module)
     assert cell.param_dtype == jnp.bfloat16 and params.w_hh.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(np.asarray(params.w_hh, np.float32),
-                                  module.weight_hh_l0.detach().float().numpy().T)
+    np.testing.assert_array_equal(
+        np.asarray(params.w_hh, np.float32), module.weight_hh_l0.detach().float().numpy().T
+    )
     with pytest.raises(TypeError, match="floating dtype"):
         from_torch(module, param_dtype=jnp.int32)
 
@@ -295,21 +379,31 @@ def random_params(cell, input_size, seed):
 
     Only the structure comes from ``cell.init`` (through ``jax.eval_shape``, which is free).
     """
-    shapes = jax.eval_shape(functools.partial(cell.init, input_size=input_size),
-                            jax.random.key(0))
+    shapes = jax.eval_shape(functools.partial(cell.init, input_size=input_size), jax.random.key(0))
     leaves, tree = jax.tree_util.tree_flatten(shapes)
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_unflatten(
-        tree, [jnp.asarray(rng.uniform(-0.8, 0.8, x.shape), x.dtype) for x in leaves])
+        tree, [jnp.asarray(rng.uniform(-0.8, 0.8, x.shape), x.dtype) for x in leaves]
+    )
 
 
-@pytest.mark.parametrize("cell", [
-    seqjax.SimpleRNN(4, activation="relu", param_dtype=jnp.float64),
-    seqjax.stack([seqjax.LSTM(4, proj_size=3, param_dtype=jnp.float64)] * 2, dropout=0.1),
-    seqjax.bidirectional(seqjax.GRU(3, reset_after=True, param_dtype=jnp.float64)),
-    seqjax.stack([seqjax.bidirectional(seqjax.GRU(3, reset_after=True, use_bias=False,
-                                                  param_dtype=jnp.float64))] * 2),
-], ids=["rnn", "lstmp-stack", "bigru", "bigru-stack-nobias"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        seqjax.SimpleRNN(4, activation="relu", param_dtype=jnp.float64),
+        seqjax.stack([seqjax.LSTM(4, proj_size=3, param_dtype=jnp.float64)] * 2, dropout=0.1),
+        seqjax.bidirectional(seqjax.GRU(3, reset_after=True, param_dtype=jnp.float64)),
+        seqjax.stack(
+            [
+                seqjax.bidirectional(
+                    seqjax.GRU(3, reset_after=True, use_bias=False, param_dtype=jnp.float64)
+                )
+            ]
+            * 2
+        ),
+    ],
+    ids=["rnn", "lstmp-stack", "bigru", "bigru-stack-nobias"],
+)
 def test_to_torch_round_trip(x64, cell):
     params = random_params(cell, 3, seed=1)
     module = to_torch(cell, params)
@@ -324,23 +418,36 @@ def test_to_torch_round_trip(x64, cell):
         np.testing.assert_allclose(s, s_ref, atol=TOL, rtol=0)
     cell2, params2 = from_torch(module)
     assert cell2 == cell
-    chex_close = jax.tree_util.tree_map(lambda a, b: np.allclose(a, b, rtol=0, atol=1e-15),
-                                        params2, params)
+    chex_close = jax.tree_util.tree_map(
+        lambda a, b: np.allclose(a, b, rtol=0, atol=1e-15), params2, params
+    )
     assert all(jax.tree_util.tree_leaves(chex_close))
 
 
-@pytest.mark.parametrize(("cell", "match"), [
-    (seqjax.LSTM(4, peephole=True), "no equivalent"),
-    (seqjax.LSTM(4, layer_norm=True), "no equivalent"),
-    (seqjax.GRU(4), "reset-after"),
-    (seqjax.stack([seqjax.LSTM(4)] * 2, residual=True), "residual"),
-    (seqjax.bidirectional(seqjax.LSTM(4), merge="sum"), "merge='sum'"),
-    (seqjax.stack([seqjax.bidirectional(seqjax.GRU(4, reset_after=True)),
-                   seqjax.GRU(4, reset_after=True)]), "bidirectional in every layer"),
-    (seqjax.stack([seqjax.LSTM(4), seqjax.LSTM(5)]), "same type and sizes"),
-    (seqjax.bidirectional(seqjax.LSTM(4), backward=seqjax.LSTM(4, use_bias=False)),
-     "same type and sizes"),
-])
+@pytest.mark.parametrize(
+    ("cell", "match"),
+    [
+        (seqjax.LSTM(4, peephole=True), "no equivalent"),
+        (seqjax.LSTM(4, layer_norm=True), "no equivalent"),
+        (seqjax.GRU(4), "reset-after"),
+        (seqjax.stack([seqjax.LSTM(4)] * 2, residual=True), "residual"),
+        (seqjax.bidirectional(seqjax.LSTM(4), merge="sum"), "merge='sum'"),
+        (
+            seqjax.stack(
+                [
+                    seqjax.bidirectional(seqjax.GRU(4, reset_after=True)),
+                    seqjax.GRU(4, reset_after=True),
+                ]
+            ),
+            "bidirectional in every layer",
+        ),
+        (seqjax.stack([seqjax.LSTM(4), seqjax.LSTM(5)]), "same type and sizes"),
+        (
+            seqjax.bidirectional(seqjax.LSTM(4), backward=seqjax.LSTM(4, use_bias=False)),
+            "same type and sizes",
+        ),
+    ],
+)
 def test_to_torch_rejects_what_pytorch_cannot_represent(cell, match):
     params = random_params(cell, 3, seed=0)
     with pytest.raises(ValueError, match=match):
@@ -378,9 +485,11 @@ def test_carry_conversion_round_trip_and_errors():
 
 
 # -- errors on import -----------------------------------------------------------------------------
-@pytest.mark.parametrize("module", [torch.nn.Linear(3, 4), torch.nn.MultiheadAttention(4, 2),
-                                    "lstm", np.zeros(3)], ids=["linear", "attention", "str",
-                                                               "ndarray"])
+@pytest.mark.parametrize(
+    "module",
+    [torch.nn.Linear(3, 4), torch.nn.MultiheadAttention(4, 2), "lstm", np.zeros(3)],
+    ids=["linear", "attention", "str", "ndarray"],
+)
 def test_unsupported_module_is_a_type_error(module):
     with pytest.raises(TypeError, match=r"from_torch supports torch\.nn\.RNN, nn\.LSTM, nn\.GRU"):
         from_torch(module)
@@ -394,9 +503,12 @@ def test_mixed_dtype_module_is_a_type_error():
 
 
 def test_importing_interop_does_not_import_torch():
-    code = ("import sys, seqjax, seqjax.interop; "
-            "assert 'torch' not in sys.modules, 'torch was imported'; "
-            "assert callable(seqjax.interop.from_torch)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    code = (
+        "import sys, seqjax, seqjax.interop; "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "assert callable(seqjax.interop.from_torch)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

@@ -28,8 +28,9 @@ def _tree_allclose(a, b, rtol=2e-5, atol=2e-5):
     assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
     for x, y in zip(la, lb, strict=True):
         assert x.dtype == y.dtype and x.shape == y.shape
-        np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
-                                   rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol
+        )
 
 
 def _inputs(cell, batch=(B,), t=T, seed=0, dtype=jnp.float32):
@@ -40,8 +41,9 @@ def _inputs(cell, batch=(B,), t=T, seed=0, dtype=jnp.float32):
     leaves, tree = jax.tree_util.tree_flatten(carry0)
     keys = jax.random.split(k_c, len(leaves))
     carry0 = jax.tree_util.tree_unflatten(
-        tree, [0.5 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves,
-                                                                           strict=True)])
+        tree,
+        [0.5 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves, strict=True)],
+    )
     return params, xs, carry0
 
 
@@ -53,11 +55,20 @@ def _loss_fn(cell, impl, both_directions=False, reverse=False, **scan_kwargs):
     """
 
     def one(params, xs, carry0, lengths, reverse):
-        final, ys = seqjax.scan(cell, params, xs, carry=carry0, lengths=lengths, impl=impl,
-                                reverse=reverse, **scan_kwargs)
+        final, ys = seqjax.scan(
+            cell,
+            params,
+            xs,
+            carry=carry0,
+            lengths=lengths,
+            impl=impl,
+            reverse=reverse,
+            **scan_kwargs,
+        )
         w = jnp.cos(jnp.arange(ys.shape[-1], dtype=ys.dtype))
-        out = jnp.sum(jnp.sin(ys) * w) + sum(jnp.sum(jnp.tanh(leaf) * leaf)
-                                             for leaf in jax.tree_util.tree_leaves(final))
+        out = jnp.sum(jnp.sin(ys) * w) + sum(
+            jnp.sum(jnp.tanh(leaf) * leaf) for leaf in jax.tree_util.tree_leaves(final)
+        )
         return out, (final, ys)
 
     def loss(params, xs, carry0, lengths):
@@ -82,10 +93,12 @@ CELLS = {
     "lstm": seqjax.LSTM(6),
     "lstm_peep_proj_clip": seqjax.LSTM(6, peephole=True, proj_size=4, cell_clip=0.8),
     "lstm_cifg": seqjax.LSTM.variant("CIFG", 6),
-    "lstm_nig_noaf_nobias": seqjax.LSTM(6, input_gate=False, output_activation=False,
-                                        use_bias=False, peephole=True),
-    "lstm_nfg_nog_niaf": seqjax.LSTM(6, forget_gate=False, output_gate=False,
-                                     input_activation=False),
+    "lstm_nig_noaf_nobias": seqjax.LSTM(
+        6, input_gate=False, output_activation=False, use_bias=False, peephole=True
+    ),
+    "lstm_nfg_nog_niaf": seqjax.LSTM(
+        6, forget_gate=False, output_gate=False, input_activation=False
+    ),
     "gru": seqjax.GRU(6),
     "gru_reset_after": seqjax.GRU(6, reset_after=True),
     "gru_nobias": seqjax.GRU(6, reset_after=True, use_bias=False),
@@ -101,8 +114,12 @@ def test_fused_equals_reference_with_lengths_both_directions(name):
     # padding semantics hold on the fused path: zero outputs, untouched carry for length 0
     assert np.all(np.asarray(ys[2]) == 0) and np.all(np.asarray(ys[1, 4:]) == 0)
     _, _, carry0 = _inputs(cell)
-    _tree_allclose(jax.tree_util.tree_map(lambda x: x[2], final),
-                   jax.tree_util.tree_map(lambda x: x[2], carry0), 0, 0)
+    _tree_allclose(
+        jax.tree_util.tree_map(lambda x: x[2], final),
+        jax.tree_util.tree_map(lambda x: x[2], carry0),
+        0,
+        0,
+    )
     # ... and a zero-length sequence gets no gradient through its inputs
     assert np.all(np.asarray(grads[1][2]) == 0)
 
@@ -116,9 +133,11 @@ def test_fused_without_mask_and_multiple_batch_dims():
     def run(impl):
         def loss(p, x, c):
             final, ys = seqjax.scan(cell, p, x, carry=c, impl=impl)
-            return jnp.sum(ys ** 3) + jnp.sum(final.c), ys
+            return jnp.sum(ys**3) + jnp.sum(final.c), ys
+
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
-            params, xs, carry0)
+            params, xs, carry0
+        )
 
     _tree_allclose(run("fused"), run("reference"))
     # a single unbatched sequence [T, I]
@@ -128,8 +147,13 @@ def test_fused_without_mask_and_multiple_batch_dims():
 
 
 def test_fused_stack_and_bidirectional_with_mask_holes(monkeypatch):
-    deep = seqjax.stack([seqjax.bidirectional(seqjax.LSTM(4, proj_size=3)),
-                         seqjax.GRU(5, reset_after=True), seqjax.SimpleRNN(4)])
+    deep = seqjax.stack(
+        [
+            seqjax.bidirectional(seqjax.LSTM(4, proj_size=3)),
+            seqjax.GRU(5, reset_after=True),
+            seqjax.SimpleRNN(4),
+        ]
+    )
     calls = []
     real = kernels.fused_scan
 
@@ -144,19 +168,25 @@ def test_fused_stack_and_bidirectional_with_mask_holes(monkeypatch):
     def run(impl):
         def loss(p, x, c):
             final, ys = seqjax.scan(deep, p, x, carry=c, mask=mask, impl=impl)
-            return jnp.sum(jnp.sin(ys)) + sum(jnp.sum(leaf ** 2)
-                                              for leaf in jax.tree_util.tree_leaves(final)), ys
+            return jnp.sum(jnp.sin(ys)) + sum(
+                jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(final)
+            ), ys
+
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
-            params, xs, carry0)
+            params, xs, carry0
+        )
 
     got = run("fused")
-    assert sorted(calls) == sorted([("LSTM", False), ("LSTM", True), ("GRU", False),
-                                    ("SimpleRNN", False)])
+    assert sorted(calls) == sorted(
+        [("LSTM", False), ("LSTM", True), ("GRU", False), ("SimpleRNN", False)]
+    )
     _tree_allclose(got, run("reference"))
 
 
-@pytest.mark.parametrize("name, remat", [("lstm", True), ("lstm_peep_proj_clip", 4),
-                                         ("gru", True), ("gru_reset_after", 4)])
+@pytest.mark.parametrize(
+    "name, remat",
+    [("lstm", True), ("lstm_peep_proj_clip", 4), ("gru", True), ("gru_reset_after", 4)],
+)
 def test_remat_equals_no_remat(name, remat):
     # T=7: remat=True uses chunks of 3 (padded to 9 steps), remat=4 chunks of 4 (padded to 8)
     cell = CELLS[name]
@@ -175,6 +205,7 @@ def test_remat_reduces_compiled_memory():
     def temp_bytes(remat):
         def loss(p, x):
             return jnp.sum(seqjax.scan(cell, p, x, remat=remat)[1])
+
         compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
@@ -196,7 +227,8 @@ def test_bfloat16_compute_keeps_float32_carry():
     params, xs, carry0 = _inputs(cell)
     lengths = jnp.asarray(LENGTHS)
     (v16, (final16, ys16)), g16 = _loss_fn(cell, "fused", compute_dtype=jnp.bfloat16)(
-        params, xs, carry0, lengths)
+        params, xs, carry0, lengths
+    )
     (v32, (final32, ys32)), g32 = _loss_fn(cell, "fused")(params, xs, carry0, lengths)
     assert ys16.dtype == jnp.float32
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(final16))
@@ -209,7 +241,8 @@ def test_bfloat16_compute_keeps_float32_carry():
         assert float(jnp.max(jnp.abs(a - b))) < 0.1 * scale
     # the reference path with the same compute dtype gives the same numbers up to rounding
     (_, (_, ys_ref)), _ = _loss_fn(cell, "reference", compute_dtype=jnp.bfloat16)(
-        params, xs, carry0, lengths)
+        params, xs, carry0, lengths
+    )
     np.testing.assert_allclose(ys16, ys_ref, atol=2e-2)
 
 
@@ -247,18 +280,19 @@ _PROPERTY_FNS = {r: _loss_fn(CELLS["lstm_cifg"], "fused", reverse=r) for r in (F
 
 def _np_lstm(params, xs, h, c):
     """Peephole LSTM from the equations in NumPy, float64: xs [T, B, I]."""
-    w_ih, w_hh, b, pw = (np.asarray(a, np.float64) for a in (params.w_ih, params.w_hh,
-                                                             params.b, params.w_peephole))
+    w_ih, w_hh, b, pw = (
+        np.asarray(a, np.float64) for a in (params.w_ih, params.w_hh, params.b, params.w_peephole)
+    )
     H = w_hh.shape[0]
     sig = lambda v: 1 / (1 + np.exp(-v))
     ys = []
     for x in np.asarray(xs, np.float64):
         a = x @ w_ih + h @ w_hh + b
         i = sig(a[:, :H] + pw[0] * c)
-        f = sig(a[:, H:2 * H] + pw[1] * c)
-        g = np.tanh(a[:, 2 * H:3 * H])
+        f = sig(a[:, H : 2 * H] + pw[1] * c)
+        g = np.tanh(a[:, 2 * H : 3 * H])
         c = f * c + i * g
-        o = sig(a[:, 3 * H:] + pw[2] * c)
+        o = sig(a[:, 3 * H :] + pw[2] * c)
         h = o * np.tanh(c)
         ys.append(h)
     return np.stack(ys), h, c
@@ -269,8 +303,9 @@ def test_fused_lstm_matches_numpy_equations():
     params, xs, carry0 = _inputs(cell)
     params = params._replace(w_peephole=0.3 * jnp.ones_like(params.w_peephole))
     final, ys = seqjax.scan(cell, params, xs, carry=carry0, time_major=False, impl="fused")
-    ys_np, h_np, c_np = _np_lstm(params, np.swapaxes(xs, 0, 1), np.asarray(carry0.h),
-                                 np.asarray(carry0.c))
+    ys_np, h_np, c_np = _np_lstm(
+        params, np.swapaxes(xs, 0, 1), np.asarray(carry0.h), np.asarray(carry0.c)
+    )
     np.testing.assert_allclose(np.swapaxes(ys, 0, 1), ys_np, atol=1e-5)
     np.testing.assert_allclose(final.h, h_np, atol=1e-5)
     np.testing.assert_allclose(final.c, c_np, atol=1e-5)
@@ -296,17 +331,17 @@ def test_fused_gradients_match_pytorch(kind):
         # PyTorch's update gate z' = 1 - z: negate the z block (see the GRU docstring)
         flip = np.concatenate([np.ones(H), -np.ones(H), np.ones(H)])
         cell = seqjax.GRU(H, reset_after=True)
-        b_gru = np.concatenate([b[:2 * H], sd["bias_ih_l0"][2 * H:]])
-        params = seqjax.GRUParams(w_ih=w_ih * flip, w_hh=w_hh * flip, b=b_gru * flip,
-                                  b_hn=sd["bias_hh_l0"][2 * H:])
+        b_gru = np.concatenate([b[: 2 * H], sd["bias_ih_l0"][2 * H :]])
+        params = seqjax.GRUParams(
+            w_ih=w_ih * flip, w_hh=w_hh * flip, b=b_gru * flip, b_hn=sd["bias_hh_l0"][2 * H :]
+        )
         grad_w_hh = mod.weight_hh_l0.grad.numpy().T * flip
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), params)
 
     def loss(p, xs):
         return jnp.sum(jnp.sin(seqjax.scan(cell, p, xs, impl="fused")[1]))
 
-    gp, gx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x.detach().numpy(),
-                                                                jnp.float32))
+    gp, gx = jax.grad(loss, argnums=(0, 1))(params, jnp.asarray(x.detach().numpy(), jnp.float32))
     np.testing.assert_allclose(gx, x.grad.numpy(), atol=2e-5)
     np.testing.assert_allclose(gp.w_hh, grad_w_hh, atol=5e-5)
 
@@ -325,8 +360,9 @@ def test_dispatch_choices_and_fallbacks():
             kernels.choose(cell, xs, None)
         # the fallback still runs through seqjax.scan
         params, xs_b, _ = _inputs(cell)
-        _tree_allclose(seqjax.scan(cell, params, xs_b),
-                       seqjax.scan(cell, params, xs_b, impl="reference"))
+        _tree_allclose(
+            seqjax.scan(cell, params, xs_b), seqjax.scan(cell, params, xs_b, impl="reference")
+        )
     with kernels.options.using(impl="reference"):
         assert kernels.choose(seqjax.LSTM(4), xs, None) == "reference"
     with pytest.raises(ValueError, match="impl"):
@@ -334,8 +370,9 @@ def test_dispatch_choices_and_fallbacks():
     with pytest.raises(ValueError, match="remat"):
         seqjax.scan(seqjax.GRU(3), seqjax.GRU(3).init(jax.random.key(0), I), xs, remat=0)
     with pytest.raises(TypeError, match="compute_dtype"):
-        seqjax.scan(seqjax.GRU(3), seqjax.GRU(3).init(jax.random.key(0), I), xs,
-                    compute_dtype=jnp.int32)
+        seqjax.scan(
+            seqjax.GRU(3), seqjax.GRU(3).init(jax.random.key(0), I), xs, compute_dtype=jnp.int32
+        )
     assert fused.chunk_length(4096, True) == 64 and fused.chunk_length(10, 4) == 4
     assert fused.chunk_length(7, False) == 0 and fused.chunk_length(3, 50) == 3
 
@@ -352,28 +389,72 @@ def test_cudnn_dispatch_falls_back_on_cpu():
     assert not cudnn.available()
     cell = seqjax.LSTM(4)
     xs = jnp.zeros((T, B, I))
-    assert cudnn.unsupported_reason(cell, dtype=jnp.float32, reverse=False,
-                                    mask_is_lengths=True, has_mask=True, remat=False) is None
+    assert (
+        cudnn.unsupported_reason(
+            cell, dtype=jnp.float32, reverse=False, mask_is_lengths=True, has_mask=True, remat=False
+        )
+        is None
+    )
     assert kernels.choose(cell, xs, None) == "fused"  # supported config, but no GPU here
     with kernels.options.using(impl="cudnn"), pytest.raises(ValueError, match="no CUDA GPU"):
         kernels.choose(cell, xs, None)
     reasons = dict(
-        peephole=cudnn.unsupported_reason(seqjax.LSTM(4, peephole=True), dtype=jnp.float32,
-                                          reverse=False, mask_is_lengths=False,
-                                          has_mask=False, remat=False),
-        gru=cudnn.unsupported_reason(seqjax.GRU(4), dtype=jnp.float32, reverse=False,
-                                     mask_is_lengths=False, has_mask=False, remat=False),
-        reverse=cudnn.unsupported_reason(cell, dtype=jnp.float32, reverse=True,
-                                         mask_is_lengths=False, has_mask=False, remat=False),
-        holes=cudnn.unsupported_reason(cell, dtype=jnp.float32, reverse=False,
-                                       mask_is_lengths=False, has_mask=True, remat=False),
-        bf16=cudnn.unsupported_reason(seqjax.LSTM(4, dtype=jnp.bfloat16), dtype=jnp.float32,
-                                      reverse=False, mask_is_lengths=False, has_mask=False,
-                                      remat=False),
-        f64=cudnn.unsupported_reason(cell, dtype=jnp.float64, reverse=False,
-                                     mask_is_lengths=False, has_mask=False, remat=False),
-        remat=cudnn.unsupported_reason(cell, dtype=jnp.float32, reverse=False,
-                                       mask_is_lengths=False, has_mask=False, remat=True),
+        peephole=cudnn.unsupported_reason(
+            seqjax.LSTM(4, peephole=True),
+            dtype=jnp.float32,
+            reverse=False,
+            mask_is_lengths=False,
+            has_mask=False,
+            remat=False,
+        ),
+        gru=cudnn.unsupported_reason(
+            seqjax.GRU(4),
+            dtype=jnp.float32,
+            reverse=False,
+            mask_is_lengths=False,
+            has_mask=False,
+            remat=False,
+        ),
+        reverse=cudnn.unsupported_reason(
+            cell,
+            dtype=jnp.float32,
+            reverse=True,
+            mask_is_lengths=False,
+            has_mask=False,
+            remat=False,
+        ),
+        holes=cudnn.unsupported_reason(
+            cell,
+            dtype=jnp.float32,
+            reverse=False,
+            mask_is_lengths=False,
+            has_mask=True,
+            remat=False,
+        ),
+        bf16=cudnn.unsupported_reason(
+            seqjax.LSTM(4, dtype=jnp.bfloat16),
+            dtype=jnp.float32,
+            reverse=False,
+            mask_is_lengths=False,
+            has_mask=False,
+            remat=False,
+        ),
+        f64=cudnn.unsupported_reason(
+            cell,
+            dtype=jnp.float64,
+            reverse=False,
+            mask_is_lengths=False,
+            has_mask=False,
+            remat=False,
+        ),
+        remat=cudnn.unsupported_reason(
+            cell,
+            dtype=jnp.float32,
+            reverse=False,
+            mask_is_lengths=False,
+            has_mask=False,
+            remat=True,
+        ),
     )
     assert all(r is not None for r in reasons.values()), reasons
 
@@ -388,8 +469,9 @@ def test_cudnn_weight_packing_matches_reference_layout():
     assert flat.shape == (rnn.get_num_params_in_lstm(I, H, 1, False),)
     w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(flat, I, H, 1, False)
     lengths = jnp.asarray([7, 4, 1], jnp.int32)  # lstm_ref reads h at index length - 1
-    y, h_n, c_n = rnn.lstm_ref(xs, carry0.h[None], carry0.c[None], w_ih, w_hh, b_ih, b_hh,
-                               lengths, I, H, 1, 0.0, False)
+    y, h_n, c_n = rnn.lstm_ref(
+        xs, carry0.h[None], carry0.c[None], w_ih, w_hh, b_ih, b_hh, lengths, I, H, 1, 0.0, False
+    )
     final, ys = seqjax.scan(cell, params, xs, carry=carry0, lengths=lengths)
     valid = (np.arange(T)[None, :] < np.asarray(lengths)[:, None])[..., None]
     np.testing.assert_allclose(np.where(valid, y, 0), ys, atol=1e-5)

@@ -74,11 +74,34 @@ def _last_json(out: str) -> dict:
 
 # The CLI tests use the shapes of test_variants_tiny_run, so the compilations are shared.
 def test_cli_adding_prints_json(capsys, tmp_path):
-    lr.main(["--task", "adding", "--cell", "peephole", "--length", "4", "--steps", "2",
-             "--hidden", "3", "--workdir", str(tmp_path)])
+    lr.main(
+        [
+            "--task",
+            "adding",
+            "--cell",
+            "peephole",
+            "--length",
+            "4",
+            "--steps",
+            "2",
+            "--hidden",
+            "3",
+            "--workdir",
+            str(tmp_path),
+        ]
+    )
     r = _last_json(capsys.readouterr().out)
-    for key in ("task", "cell", "length", "steps", "test_mse", "baseline", "solved", "params",
-                "wall_s"):
+    for key in (
+        "task",
+        "cell",
+        "length",
+        "steps",
+        "test_mse",
+        "baseline",
+        "solved",
+        "params",
+        "wall_s",
+    ):
         assert key in r
     assert (r["task"], r["cell"], r["length"], r["steps"]) == ("adding", "V", 4, 2)
     assert r["baseline"] == pytest.approx(1 / 6)
@@ -90,8 +113,7 @@ def test_cli_adding_prints_json(capsys, tmp_path):
 
 
 def test_cli_copy_prints_json(capsys):
-    lr.main(["--task", "copy", "--cell", "nfg", "--length", "2", "--steps", "2",
-             "--hidden", "3"])
+    lr.main(["--task", "copy", "--cell", "nfg", "--length", "2", "--steps", "2", "--hidden", "3"])
     r = _last_json(capsys.readouterr().out)
     for key in ("task", "cell", "length", "steps", "test_xent", "recall_accuracy", "baseline"):
         assert key in r
@@ -117,9 +139,19 @@ def test_cli_rejects_bad_arguments(capsys):
 
 def test_training_learns_short_adding_problem():
     # T = 4: an LSTM reaches far below the 1/6 baseline within a few hundred steps.
-    r = lr.train_and_evaluate(lr.Config(task="adding", cell="lstm", length=4, steps=300,
-                                        hidden=8, learning_rate=1e-2, eval_every=300,
-                                        test_size=256, batch_size=32))
+    r = lr.train_and_evaluate(
+        lr.Config(
+            task="adding",
+            cell="lstm",
+            length=4,
+            steps=300,
+            hidden=8,
+            learning_rate=1e-2,
+            eval_every=300,
+            test_size=256,
+            batch_size=32,
+        )
+    )
     assert r["test_mse"] < 0.02 < r["baseline"]
     assert not r["nonfinite"]
 
@@ -133,7 +165,8 @@ def relu_linear_rnn():
         model = lr.Model(cell, "adding")
         params = model.init(jax.random.key(0))
         params["cell"] = params["cell"]._replace(
-            w_ih=jnp.abs(params["cell"].w_ih) + 0.1, w_hh=a * jnp.eye(H))
+            w_ih=jnp.abs(params["cell"].w_ih) + 0.1, w_hh=a * jnp.eye(H)
+        )
         return model, params
 
     return build
@@ -148,7 +181,7 @@ def test_gradient_norms_decay_like_a_to_the_k(relu_linear_rnn, a):
     norms = gf.state_gradient_norms(model, params, inputs, targets)
     assert set(norms) == {"h"} and norms["h"].shape == (T,)
     k = np.arange(T)[::-1]
-    np.testing.assert_allclose(norms["h"] / norms["h"][-1], a ** k, rtol=1e-5)
+    np.testing.assert_allclose(norms["h"] / norms["h"][-1], a**k, rtol=1e-5)
     assert gf.log_slope(norms["h"][::-1]) == pytest.approx(np.log10(a), rel=1e-5)
 
 
@@ -161,18 +194,16 @@ def test_gradient_norms_match_restarted_scan():
     inputs, targets = lr.make_batch("adding", jax.random.key(3), 2, T)
     norms = gf.state_gradient_norms(model, params, inputs, targets)
     cell, cp = model.cell, params["cell"]
-    carry_t, _ = seqjax.scan(cell, cp, inputs[:, :t + 1])
+    carry_t, _ = seqjax.scan(cell, cp, inputs[:, : t + 1])
 
     def suffix_loss(carry):
-        _, ys = seqjax.scan(cell, cp, inputs[:, t + 1:], carry=carry)
+        _, ys = seqjax.scan(cell, cp, inputs[:, t + 1 :], carry=carry)
         pred = (ys[:, -1] @ params["readout"]["w"] + params["readout"]["b"])[:, 0]
         return jnp.sum(jnp.square(pred - targets))  # sum of per-example losses
 
     g = jax.grad(suffix_loss)(carry_t)
-    np.testing.assert_allclose(norms["h"][t], np.mean(np.linalg.norm(g.h, axis=-1)),
-                               rtol=1e-4)
-    np.testing.assert_allclose(norms["c"][t], np.mean(np.linalg.norm(g.c, axis=-1)),
-                               rtol=1e-4)
+    np.testing.assert_allclose(norms["h"][t], np.mean(np.linalg.norm(g.h, axis=-1)), rtol=1e-4)
+    np.testing.assert_allclose(norms["c"][t], np.mean(np.linalg.norm(g.c, axis=-1)), rtol=1e-4)
 
 
 def test_log_slope():
@@ -183,9 +214,16 @@ def test_log_slope():
 
 # -- the sweep commands on tiny configs -------------------------------------------------------
 
+
 def test_gradient_flow_tiny_run(tmp_path):
-    cfg = gf.FlowConfig(length=5, train_steps=4, probe_size=3, explode_steps=4, budget=200,
-                        models=(("lstm fb 0", "lstm", 0.0),))
+    cfg = gf.FlowConfig(
+        length=5,
+        train_steps=4,
+        probe_size=3,
+        explode_steps=4,
+        budget=200,
+        models=(("lstm fb 0", "lstm", 0.0),),
+    )
     p = gf.run(cfg, quick=True, out_dir=tmp_path, log=lambda s: None)
     assert [r["label"] for r in p["part_a"]] == ["lstm fb 0"]
     for r in p["part_a"]:
@@ -200,12 +238,15 @@ def test_gradient_flow_tiny_run(tmp_path):
 
 
 def test_init_sensitivity_tiny_run(tmp_path):
-    cfg = ins.SensitivityConfig(cells=("gru",), scales=(0.5, 2.0), seeds=(0, 1), length=4,
-                                steps=3, budget=150)
+    cfg = ins.SensitivityConfig(
+        cells=("gru",), scales=(0.5, 2.0), seeds=(0, 1), length=4, steps=3, budget=150
+    )
     p = ins.run(cfg, quick=False, out_dir=tmp_path, log=lambda s: None)
     assert len(p["runs"]) == 4
     assert [(s["cell"], s["init_scale"], s["n"]) for s in p["summary"]] == [
-        ("gru", 0.5, 2), ("gru", 2.0, 2)]
+        ("gru", 0.5, 2),
+        ("gru", 2.0, 2),
+    ]
     mses = [r["test_mse"] for r in p["runs"][:2]]
     assert p["summary"][0]["median"] == pytest.approx(np.median(mses))
     assert (tmp_path / "init_sensitivity.png").exists()
@@ -213,8 +254,15 @@ def test_init_sensitivity_tiny_run(tmp_path):
 
 
 def test_variants_tiny_run(tmp_path):
-    cfg = va.VariantsConfig(variants=("V", "NFG"), seeds=(0,), hidden=3, adding_length=4,
-                            adding_steps=2, copy_length=2, copy_steps=2)
+    cfg = va.VariantsConfig(
+        variants=("V", "NFG"),
+        seeds=(0,),
+        hidden=3,
+        adding_length=4,
+        adding_steps=2,
+        copy_length=2,
+        copy_steps=2,
+    )
     p = va.run(cfg, quick=True, out_dir=tmp_path, log=lambda s: None)
     assert {r["cell"] for r in p["ranking"]} == {"V", "NFG"}
     assert sorted(r["adding_rank"] for r in p["ranking"]) == [1, 2]
@@ -225,8 +273,11 @@ def test_variants_tiny_run(tmp_path):
 
 def test_variant_ranking_and_separation():
     runs = []
-    for cell, vals in {"V": [0.3, 0.2, 0.4], "NIG": [0.5, 0.6, 0.7],
-                       "CIFG": [0.01, 0.02, 0.3]}.items():
+    for cell, vals in {
+        "V": [0.3, 0.2, 0.4],
+        "NIG": [0.5, 0.6, 0.7],
+        "CIFG": [0.01, 0.02, 0.3],
+    }.items():
         for v in vals:
             runs.append({"task": "adding", "cell": cell, "test_mse": v, "params": 1})
     table = va.rank(runs)
@@ -240,8 +291,20 @@ def test_variant_ranking_and_separation():
 
 def test_nonfinite_run_is_reported_with_its_step():
     # A huge SGD step makes the second loss overflow; seqjax.train freezes the state there.
-    f = lr.fit(lr.Config(task="adding", cell="rnn", length=4, steps=4, hidden=3, eval_every=4,
-                         optimizer="sgd", learning_rate=1e30, clip_norm=None, test_size=8))
+    f = lr.fit(
+        lr.Config(
+            task="adding",
+            cell="rnn",
+            length=4,
+            steps=4,
+            hidden=3,
+            eval_every=4,
+            optimizer="sgd",
+            learning_rate=1e30,
+            clip_norm=None,
+            test_size=8,
+        )
+    )
     assert f.result["nonfinite"] and f.result["nonfinite_step"] == 1
     assert np.isfinite(f.losses[0]) and np.isnan(f.losses[1:]).all()
     assert np.isfinite(f.result["max_grad_norm"])

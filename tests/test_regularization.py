@@ -58,8 +58,10 @@ class Probe(Cell):
         return ProbeParams(w=jnp.zeros((input_size,)))
 
     def initial_carry(self, batch_shape=(), dtype=jnp.float32):
-        return ProbeCarry(h=jnp.ones(tuple(batch_shape) + (self.n,), dtype),
-                          c=jnp.ones(tuple(batch_shape) + (self.n,), dtype))
+        return ProbeCarry(
+            h=jnp.ones(tuple(batch_shape) + (self.n,), dtype),
+            c=jnp.ones(tuple(batch_shape) + (self.n,), dtype),
+        )
 
     def input_size(self, params):
         return params.w.shape[0]
@@ -133,8 +135,12 @@ def test_variational_masks_identical_across_time(which):
 
 @pytest.mark.parametrize("rate", [0.2, 0.6])
 def test_variational_drop_fraction_matches_rate(rate):
-    _, ys = probe_masks(lambda c: variational_dropout(c, recurrent_rate=rate),
-                        jax.random.key(5), shape=(400,), steps=1)
+    _, ys = probe_masks(
+        lambda c: variational_dropout(c, recurrent_rate=rate),
+        jax.random.key(5),
+        shape=(400,),
+        steps=1,
+    )
     n = ys.size
     frac = float(jnp.mean(ys == 0))
     assert abs(frac - rate) < 4.5 * np.sqrt(rate * (1 - rate) / n)
@@ -152,8 +158,9 @@ def test_variational_dropout_equals_numpy_gal(data, cell_name):
     def read_mask(name, n):
         probe = variational_dropout(Probe(n), **{name: rates[name]})
         pp = ProbeParams(w=jnp.zeros((n,)))
-        _, y = probe.scan_time_major(pp, probe.initial_carry((B,)), jnp.ones((1, B, n)), None,
-                                     key=key)
+        _, y = probe.scan_time_major(
+            pp, probe.initial_carry((B,)), jnp.ones((1, B, n)), None, key=key
+        )
         return np.asarray(y[0])
 
     m_in = read_mask("input_rate", I)
@@ -201,8 +208,7 @@ def test_output_dropout_is_unbiased(data):
 # -- zoneout --------------------------------------------------------------------------------------
 def test_zoneout_rate_zero_is_inner_cell(data):
     key = jax.random.key(9)
-    f1, y1 = run(zoneout(data["lstm"], h_rate=0.0, c_rate=0.0), data["p_lstm"], data["xs"],
-                 key=key)
+    f1, y1 = run(zoneout(data["lstm"], h_rate=0.0, c_rate=0.0), data["p_lstm"], data["xs"], key=key)
     f2, y2 = run(data["lstm"], data["p_lstm"], data["xs"])
     # zoneout steps the cell; the bare LSTM may take a fused kernel: equal up to rounding
     np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), rtol=1e-5, atol=1e-6)
@@ -224,8 +230,7 @@ def zoneout_probe_masks(h_rate, c_rate, key, shape=(B,), steps=T):
     cell = zoneout(Probe(H, counting=True), h_rate=h_rate, c_rate=c_rate)
     params = cell.init(jax.random.key(0), H)
     c0 = cell.initial_carry(shape)
-    final, ys = cell.scan_time_major(params, c0, jnp.ones((steps,) + shape + (H,)), None,
-                                     key=key)
+    final, ys = cell.scan_time_major(params, c0, jnp.ones((steps,) + shape + (H,)), None, key=key)
     hs = np.concatenate([np.asarray(c0.h)[None], np.asarray(ys)])
     return 1.0 - np.diff(hs, axis=0)
 
@@ -285,8 +290,9 @@ def test_zoneout_on_gru_rejects_c_rate(data):
 # -- weight drop ----------------------------------------------------------------------------------
 def test_weight_drop_rate_zero_and_eval_are_inner(data):
     _, y_inner = run(data["lstm"], data["p_lstm"], data["xs"])
-    _, y0 = run(weight_drop(data["lstm"], rate=0.0), data["p_lstm"], data["xs"],
-                key=jax.random.key(1))
+    _, y0 = run(
+        weight_drop(data["lstm"], rate=0.0), data["p_lstm"], data["xs"], key=jax.random.key(1)
+    )
     _, y_eval = run(weight_drop(data["lstm"], rate=0.5), data["p_lstm"], data["xs"])
     np.testing.assert_array_equal(np.asarray(y0), np.asarray(y_inner))
     np.testing.assert_array_equal(np.asarray(y_eval), np.asarray(y_inner))
@@ -324,13 +330,15 @@ def test_weight_drop_fraction_and_expectation():
 
 # -- common properties ----------------------------------------------------------------------------
 WRAPPERS = {
-    "variational": lambda c: variational_dropout(c, input_rate=0.2, output_rate=0.2,
-                                                 recurrent_rate=0.3),
+    "variational": lambda c: variational_dropout(
+        c, input_rate=0.2, output_rate=0.2, recurrent_rate=0.3
+    ),
     "zoneout": lambda c: zoneout(c, h_rate=0.2, c_rate=0.4),
     "weight_drop": lambda c: weight_drop(c, rate=0.4),
-    "nested": lambda c: zoneout(variational_dropout(weight_drop(c, rate=0.3),
-                                                    recurrent_rate=0.3, input_rate=0.1),
-                                h_rate=0.1),
+    "nested": lambda c: zoneout(
+        variational_dropout(weight_drop(c, rate=0.3), recurrent_rate=0.3, input_rate=0.1),
+        h_rate=0.1,
+    ),
 }
 
 
@@ -340,7 +348,7 @@ def test_gradients_flow(data, name):
 
     def loss(p):
         _, ys = run(cell, p, data["xs"], key=jax.random.key(15))
-        return jnp.sum(ys ** 2)
+        return jnp.sum(ys**2)
 
     grads = jax.jit(jax.grad(loss))(data["p_lstm"])
     for g in jax.tree_util.tree_leaves(grads):
@@ -368,8 +376,9 @@ def test_lengths_padding_never_leaks(data, name):
 
 
 def test_inside_stack_train_and_eval(data):
-    deep = seqjax.stack([WRAPPERS["nested"](seqjax.LSTM(H)),
-                         WRAPPERS["variational"](seqjax.GRU(H))], dropout=0.2)
+    deep = seqjax.stack(
+        [WRAPPERS["nested"](seqjax.LSTM(H)), WRAPPERS["variational"](seqjax.GRU(H))], dropout=0.2
+    )
     params = deep.init(jax.random.key(17), I)
     xs = data["xs"]
     k = jax.random.key(18)

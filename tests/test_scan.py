@@ -29,8 +29,9 @@ def problems(draw, max_batch_dims=2):
     I = draw(st.integers(1, 3))
     seed = draw(st.integers(0, 2**16))
     n = int(np.prod(batch)) if batch else 1
-    lengths = np.array(draw(st.lists(st.integers(0, T), min_size=n, max_size=n)),
-                       np.int32).reshape(batch)
+    lengths = np.array(draw(st.lists(st.integers(0, T), min_size=n, max_size=n)), np.int32).reshape(
+        batch
+    )
     cell = CELLS[name]
     k1, k2 = jax.random.split(jax.random.key(seed))
     params = cell.init(k1, I)
@@ -60,8 +61,9 @@ def test_scan_equals_python_loop_of_steps_per_sequence(problem):
         if L:
             np.testing.assert_allclose(ys[idx][:L], jnp.stack(want), rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(ys[idx][L:], 0.0)
-        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, i=idx: a[i], final), carry,
-                                    rtol=1e-5, atol=1e-5)
+        chex.assert_trees_all_close(
+            jax.tree_util.tree_map(lambda a, i=idx: a[i], final), carry, rtol=1e-5, atol=1e-5
+        )
 
 
 @given(problems())
@@ -143,8 +145,9 @@ def test_all_lengths_zero_leaves_carry_and_outputs_zero():
     cell = seqjax.GRU(3)
     params = cell.init(jax.random.key(0), 2)
     carry = seqjax.GRUCarry(h=jnp.full((2, 3), 0.5))
-    final, ys = seqjax.scan(cell, params, jnp.ones((2, 4, 2)), carry=carry,
-                            lengths=jnp.zeros(2, jnp.int32))
+    final, ys = seqjax.scan(
+        cell, params, jnp.ones((2, 4, 2)), carry=carry, lengths=jnp.zeros(2, jnp.int32)
+    )
     np.testing.assert_array_equal(final.h, carry.h)
     np.testing.assert_array_equal(ys, 0.0)
 
@@ -167,8 +170,9 @@ def test_several_leading_batch_dims_equal_flattened_batch():
     f1, y1 = seqjax.scan(cell, params, xs, lengths=lengths)
     f2, y2 = seqjax.scan(cell, params, xs.reshape(6, 4, 2), lengths=lengths.reshape(6))
     np.testing.assert_allclose(y1.reshape(6, 4, -1), y2, rtol=1e-6, atol=1e-6)
-    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a: a.reshape(6, -1), f1), f2,
-                                rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(
+        jax.tree_util.tree_map(lambda a: a.reshape(6, -1), f1), f2, rtol=1e-6, atol=1e-6
+    )
 
 
 @given(problems(max_batch_dims=1), st.booleans())
@@ -185,8 +189,9 @@ def test_mask_with_holes_equals_running_on_valid_steps_only(problem, reverse):
         f, y = seqjax.scan(cell, params, xs[b, valid], carry=carry, reverse=reverse)
         np.testing.assert_allclose(ys[b, valid], y, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(ys[b, ~mask[b]], 0.0)
-        chex.assert_trees_all_close(jax.tree_util.tree_map(lambda a, b=b: a[b], final), f,
-                                    rtol=1e-5, atol=1e-5)
+        chex.assert_trees_all_close(
+            jax.tree_util.tree_map(lambda a, b=b: a[b], final), f, rtol=1e-5, atol=1e-5
+        )
 
 
 @pytest.mark.parametrize("unroll", [2, 3])
@@ -195,9 +200,12 @@ def test_unroll_equals_plain_loop(unroll):
     params = cell.init(jax.random.key(0), 2)
     xs = jax.random.normal(jax.random.key(1), (3, 7, 2))
     lengths = jnp.array([7, 4, 0])
-    chex.assert_trees_all_close(seqjax.scan(cell, params, xs, lengths=lengths),
-                                seqjax.scan(cell, params, xs, lengths=lengths, unroll=unroll),
-                                rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(
+        seqjax.scan(cell, params, xs, lengths=lengths),
+        seqjax.scan(cell, params, xs, lengths=lengths, unroll=unroll),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_padded_inputs_get_zero_gradient_and_lengths_work_under_jit():

@@ -40,7 +40,7 @@ def test_adding_structure(length):
     assert set(np.unique(marks)) <= {0.0, 1.0}
     np.testing.assert_array_equal(marks.sum(1), 2)
     half = (length + 1) // 2
-    pos = np.argwhere(marks == 1).reshape(256, 2, 2)[..., 1]   # [B, 2] sorted positions
+    pos = np.argwhere(marks == 1).reshape(256, 2, 2)[..., 1]  # [B, 2] sorted positions
     assert (pos[:, 0] < half).all() and (pos[:, 1] >= half).all()
     # The target is the sum of the two marked values (NumPy recomputation).
     expected = values[np.arange(256)[:, None], pos].sum(1)
@@ -65,11 +65,11 @@ def test_copy_structure():
     x, y = np.asarray(b.inputs), np.asarray(b.targets)
     assert x.shape == y.shape == (B, T + 2 * K) and x.dtype == y.dtype == np.int32
     assert ((x[:, :K] >= 1) & (x[:, :K] <= 8)).all()
-    np.testing.assert_array_equal(x[:, K:K + T - 1], COPY_BLANK)
+    np.testing.assert_array_equal(x[:, K : K + T - 1], COPY_BLANK)
     np.testing.assert_array_equal(x[:, K + T - 1], COPY_DELIMITER)
-    np.testing.assert_array_equal(x[:, K + T:], COPY_BLANK)
-    np.testing.assert_array_equal(y[:, :T + K], COPY_BLANK)
-    np.testing.assert_array_equal(y[:, T + K:], x[:, :K])
+    np.testing.assert_array_equal(x[:, K + T :], COPY_BLANK)
+    np.testing.assert_array_equal(y[:, : T + K], COPY_BLANK)
+    np.testing.assert_array_equal(y[:, T + K :], x[:, :K])
     np.testing.assert_array_equal(b.inputs, copy_memory(jax.random.key(0), B, T).inputs)
     # Other alphabet and copy length: delimiter is num_symbols + 1.
     s = copy_memory(jax.random.key(1), 3, 4, num_symbols=3, copy_length=2)
@@ -91,8 +91,8 @@ def test_copy_baseline_matches_memoryless_predictor(delay):
     y = np.asarray(b.targets)
     L = y.shape[1]
     probs = np.zeros((L, 10))
-    probs[:delay + 10, COPY_BLANK] = 1.0
-    probs[delay + 10:, 1:9] = 1 / 8
+    probs[: delay + 10, COPY_BLANK] = 1.0
+    probs[delay + 10 :, 1:9] = 1 / 8
     with np.errstate(divide="ignore"):
         nll = -np.log(probs[np.arange(L)[None, :], y])
     assert np.isfinite(nll).all()

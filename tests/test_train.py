@@ -76,7 +76,7 @@ def test_adamw_and_rmsprop_first_two_steps_match_numpy():
         p = optax.apply_updates(p, upd)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g.astype(np.float64) ** 2
-        mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+        mhat, vhat = m / (1 - b1**t), v / (1 - b2**t)
         pn = pn - lr * (mhat / (np.sqrt(vhat) + eps) + wd * pn)
     np.testing.assert_allclose(p, pn, rtol=1e-5)
 
@@ -94,8 +94,9 @@ def test_adamw_and_rmsprop_first_two_steps_match_numpy():
 
 def test_schedules_match_closed_forms():
     lr, warm, total = 2.0, 10, 110
-    sched = train.make_schedule(lr, "cosine", warmup_steps=warm, total_steps=total,
-                                end_lr_factor=0.1)
+    sched = train.make_schedule(
+        lr, "cosine", warmup_steps=warm, total_steps=total, end_lr_factor=0.1
+    )
     for s in [0, 3, 10, 40, 75, 110, 150]:
         if s < warm:
             want = lr * s / warm
@@ -124,7 +125,7 @@ def test_optimizer_bad_arguments_are_named():
 
 def _quadratic_loss(params, batch, rng):
     err = batch["x"] @ params["w"] - batch["y"]
-    return train.LossOutput(jnp.sum(err ** 2), jnp.asarray(err.shape[0], jnp.float32))
+    return train.LossOutput(jnp.sum(err**2), jnp.asarray(err.shape[0], jnp.float32))
 
 
 def test_gradient_accumulation_equals_one_large_batch():
@@ -209,25 +210,31 @@ def test_compiler_options_reach_the_compilation(lm_step):
     params = tw.init_fn(config)(jax.random.key(2))
     batch = tw.lm_batch(0, 4)
     # an option XLA does not know is rejected when the step compiles: proof it is passed on
-    bad = train.make_train_step(tw.loss_fn(config), opt, donate=False,
-                                compiler_options={"xla_no_such_option_seqjax": True})
+    bad = train.make_train_step(
+        tw.loss_fn(config), opt, donate=False, compiler_options={"xla_no_such_option_seqjax": True}
+    )
     with pytest.raises(Exception, match="xla_no_such_option_seqjax"):
         bad(train.TrainState.create(params, opt, 0), batch)
-    bad_eval = train.make_eval_step(tw.loss_fn(config),
-                                    compiler_options={"xla_no_such_option_seqjax": True})
+    bad_eval = train.make_eval_step(
+        tw.loss_fn(config), compiler_options={"xla_no_such_option_seqjax": True}
+    )
     with pytest.raises(Exception, match="xla_no_such_option_seqjax"):
         bad_eval(params, batch)
     if not seqjax.kernels.eigen_dots_supported():
         return  # the tuning option is XLA:CPU-only
     # the Eigen-dots option changes the matmul library, not the result
-    tuned = train.make_train_step(tw.loss_fn(config), opt,
-                                  compiler_options=seqjax.kernels.XLA_CPU_EIGEN_DOTS)
+    tuned = train.make_train_step(
+        tw.loss_fn(config), opt, compiler_options=seqjax.kernels.XLA_CPU_EIGEN_DOTS
+    )
     fresh = lambda: train.TrainState.create(tw.init_fn(config)(jax.random.key(2)), opt, 0)  # noqa: E731 - donated
     s_ref, m_ref = step(fresh(), batch)
     s_new, m_new = tuned(fresh(), batch)
     np.testing.assert_allclose(float(m_new["loss_sum"]), float(m_ref["loss_sum"]), rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                 s_new.params, s_ref.params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        s_new.params,
+        s_ref.params,
+    )
 
 
 def test_nonfinite_step_is_a_noop_and_recorded(lm_step):
@@ -247,8 +254,9 @@ def test_nonfinite_step_is_a_noop_and_recorded(lm_step):
 
 
 def test_summarize_metrics_and_bad_loss_outputs():
-    out = train.summarize_metrics({"loss_sum": 6.0, "count": 3.0, "grad_norm_sum": 4.0,
-                                   "steps": 2.0, "correct": 1.5})
+    out = train.summarize_metrics(
+        {"loss_sum": 6.0, "count": 3.0, "grad_norm_sum": 4.0, "steps": 2.0, "correct": 1.5}
+    )
     assert out == {"loss": 2.0, "count": 3.0, "grad_norm": 2.0, "correct": 0.5}
     opt = optax.sgd(0.1)
     state = train.TrainState.create({"w": jnp.ones(2)}, opt)
@@ -259,8 +267,10 @@ def test_summarize_metrics_and_bad_loss_outputs():
     with pytest.raises(ValueError, match="scalar loss_sum"):
         bad(state, {})
     bad = train.make_train_step(
-        lambda p, b, r: (jnp.sum(p["w"]), jnp.float32(2), {"count": jnp.float32(1)}), opt,
-        donate=False)
+        lambda p, b, r: (jnp.sum(p["w"]), jnp.float32(2), {"count": jnp.float32(1)}),
+        opt,
+        donate=False,
+    )
     with pytest.raises(ValueError, match="reserved"):
         bad(state, {})
 
@@ -268,8 +278,13 @@ def test_summarize_metrics_and_bad_loss_outputs():
 def test_evaluate_weights_batches_by_count_and_shard_batch_checks_sizes():
     rng = np.random.default_rng(1)
     w = jnp.asarray(rng.normal(size=(3,)), jnp.float32)
-    batches = [{"x": rng.normal(size=(n, 3)).astype(np.float32),
-                "y": rng.normal(size=(n,)).astype(np.float32)} for n in (3, 5)]
+    batches = [
+        {
+            "x": rng.normal(size=(n, 3)).astype(np.float32),
+            "y": rng.normal(size=(n,)).astype(np.float32),
+        }
+        for n in (3, 5)
+    ]
     mesh = train.make_mesh()
     got = train.evaluate(train.make_eval_step(_quadratic_loss), {"w": w}, batches, mesh)
     x = np.concatenate([b["x"] for b in batches])
@@ -302,7 +317,8 @@ def test_tbptt_carry_is_passed_reset_and_not_differentiated_through():
     # The carry after batch 0 is the final carry of a scan over window 0 from zeros, and
     # batch 1's loss is computed from it (not from zeros).
     _, want_c1 = jax.jit(tw.logits_and_carry, static_argnums=0)(
-        config, params, jnp.asarray(b0["inputs"]), c0)
+        config, params, jnp.asarray(b0["inputs"]), c0
+    )
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), state1.carry, want_c1)
     want_l1 = loss_sum(params, b1, want_c1)
     zero_l1 = loss_sum(params, b1, c0)
@@ -313,8 +329,7 @@ def test_tbptt_carry_is_passed_reset_and_not_differentiated_through():
     reset_b1 = dict(b1, reset=np.array([True, False, True, False]))
     _, m_reset = step(state1, reset_b1)
     mixed = train.reset_carry(want_c1, jnp.asarray(reset_b1["reset"]))
-    assert float(m_reset["loss_sum"]) == pytest.approx(
-        float(loss_sum(params, b1, mixed)), rel=1e-6)
+    assert float(m_reset["loss_sum"]) == pytest.approx(float(loss_sum(params, b1, mixed)), rel=1e-6)
 
     # Gradient through the step w.r.t. the previous batch's input embeddings is zero (the
     # carry is stop_gradient-ed at the boundary), while without the stop it is not.
@@ -344,8 +359,7 @@ def test_tbptt_carry_is_passed_reset_and_not_differentiated_through():
         return out.loss_sum / out.count
 
     g_const = jax.jit(jax.grad(mean_loss))(params, want_c1)
-    assert float(m1["grad_norm_sum"]) == pytest.approx(float(optax.tree.norm(g_const)),
-                                                       rel=1e-5)
+    assert float(m1["grad_norm_sum"]) == pytest.approx(float(optax.tree.norm(g_const)), rel=1e-5)
     del state2
 
     # eval_step passes the carry the same way.
@@ -359,13 +373,16 @@ def test_tbptt_carry_is_passed_reset_and_not_differentiated_through():
 def test_tbptt_carry_errors():
     opt = optax.sgd(0.1)
     state = train.TrainState.create({"w": jnp.ones(2)}, opt, carry={"h": jnp.zeros((2, 3))})
-    bad = train.make_train_step(lambda p, b, r, c: (jnp.sum(p["w"]), jnp.float32(1)), opt,
-                                donate=False)
+    bad = train.make_train_step(
+        lambda p, b, r, c: (jnp.sum(p["w"]), jnp.float32(1)), opt, donate=False
+    )
     with pytest.raises(ValueError, match="carry=None"):
         bad(state, {})
     bad = train.make_train_step(
-        lambda p, b, r, c: (jnp.sum(p["w"]), jnp.float32(1), {}, {"h": jnp.zeros((2, 4))}), opt,
-        donate=False)
+        lambda p, b, r, c: (jnp.sum(p["w"]), jnp.float32(1), {}, {"h": jnp.zeros((2, 4))}),
+        opt,
+        donate=False,
+    )
     with pytest.raises(ValueError, match=r"carry leaf \(2, 4\)"):
         bad(state, {})
     with pytest.raises(ValueError, match=r"reset must have shape \[B\]"):
@@ -381,8 +398,8 @@ def test_batch_indices_are_epoch_permutations_and_pure():
     n, b = 10, 4
     idx = np.concatenate([train.batch_indices(s, n, b, seed=3) for s in range(5)])  # 2 epochs
     assert sorted(idx[:n].tolist()) == list(range(n))
-    assert sorted(idx[n:2 * n].tolist()) == list(range(n))
-    assert not np.array_equal(idx[:n], idx[n:2 * n])
+    assert sorted(idx[n : 2 * n].tolist()) == list(range(n))
+    assert not np.array_equal(idx[:n], idx[n : 2 * n])
     np.testing.assert_array_equal(train.batch_indices(3, n, b, seed=3), idx[12:16])
     with pytest.raises(ValueError, match="step >= 0"):
         train.batch_indices(-1, n, b)
@@ -417,10 +434,26 @@ class _Cfg(train.TrainConfig):
 
 
 def test_config_overrides_types_and_round_trip():
-    cfg = train.parse_config(_Cfg, [
-        "--learning_rate=3e-3", "--total_steps", "20", "--progress", "false",
-        "--async_checkpointing", "--model.hidden_size", "16", "--sizes", "4,5,6",
-        "--dropout", "0.25", "--name=x=y", "--warmup-steps", "7"])
+    cfg = train.parse_config(
+        _Cfg,
+        [
+            "--learning_rate=3e-3",
+            "--total_steps",
+            "20",
+            "--progress",
+            "false",
+            "--async_checkpointing",
+            "--model.hidden_size",
+            "16",
+            "--sizes",
+            "4,5,6",
+            "--dropout",
+            "0.25",
+            "--name=x=y",
+            "--warmup-steps",
+            "7",
+        ],
+    )
     assert cfg.learning_rate == 3e-3 and isinstance(cfg.learning_rate, float)
     assert cfg.total_steps == 20 and cfg.progress is False and cfg.async_checkpointing is True
     assert cfg.model == _Model(hidden_size=16) and cfg.sizes == (4, 5, 6)
@@ -435,15 +468,32 @@ def test_config_overrides_types_and_round_trip():
     assert train.config_diff(train.config_to_dict(_Cfg()), d)["model.hidden_size"] == (8, 16)
 
 
-@given(total_steps=st.integers(0, 10**9), lr=st.floats(1e-9, 10.0), flag=st.booleans(),
-       sizes=st.lists(st.integers(-50, 50), max_size=4), name=st.text(
-           st.characters(categories=("L", "N")), min_size=1, max_size=8))
+@given(
+    total_steps=st.integers(0, 10**9),
+    lr=st.floats(1e-9, 10.0),
+    flag=st.booleans(),
+    sizes=st.lists(st.integers(-50, 50), max_size=4),
+    name=st.text(st.characters(categories=("L", "N")), min_size=1, max_size=8),
+)
 def test_config_override_round_trip_property(total_steps, lr, flag, sizes, name):
-    argv = [f"--total_steps={total_steps}", "--learning_rate", repr(lr),
-            "--progress", str(flag).lower(), f"--sizes={json.dumps(sizes)}", "--name", name]
+    argv = [
+        f"--total_steps={total_steps}",
+        "--learning_rate",
+        repr(lr),
+        "--progress",
+        str(flag).lower(),
+        f"--sizes={json.dumps(sizes)}",
+        "--name",
+        name,
+    ]
     cfg = train.parse_config(_Cfg, argv)
-    assert (cfg.total_steps, cfg.learning_rate, cfg.progress, cfg.sizes, cfg.name) == \
-        (total_steps, lr, flag, tuple(sizes), name)
+    assert (cfg.total_steps, cfg.learning_rate, cfg.progress, cfg.sizes, cfg.name) == (
+        total_steps,
+        lr,
+        flag,
+        tuple(sizes),
+        name,
+    )
     assert train.config_from_dict(_Cfg, json.loads(json.dumps(train.config_to_dict(cfg)))) == cfg
 
 
@@ -481,9 +531,9 @@ def _tensorboard_scalars(directory: str) -> dict[tuple[int, str], float]:
             data = f.read()
         i = 0
         while i + 12 <= len(data):
-            (n,) = struct.unpack("<Q", data[i:i + 8])
+            (n,) = struct.unpack("<Q", data[i : i + 8])
             event = event_pb2.Event()
-            event.ParseFromString(data[i + 12:i + 12 + n])
+            event.ParseFromString(data[i + 12 : i + 12 + n])
             i += 12 + n + 4
             for v in event.summary.value:
                 out[(event.step, v.tag)] = v.simple_value
@@ -493,8 +543,13 @@ def _tensorboard_scalars(directory: str) -> dict[tuple[int, str], float]:
 def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
     workdir, result, final = reference_run
     files = set(os.listdir(workdir))
-    assert {"config.json", "metrics.jsonl", "tensorboard", "checkpoints",
-            "learning_curves.png"} <= files
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "tensorboard",
+        "checkpoints",
+        "learning_curves.png",
+    } <= files
     with open(f"{workdir}/learning_curves.png", "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(f"{workdir}/config.json") as f:
@@ -503,8 +558,11 @@ def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
     train_steps = [r["step"] for r in records if r["split"] == "train"]
     evals = {r["step"]: r["loss"] for r in records if r["split"] == "eval"}
     assert train_steps == [3, 6, 9, 12] and sorted(evals) == [6, 12]
-    assert all(r["tokens_per_sec"] > 0 and r["learning_rate"] == 0.05
-               for r in records if r["split"] == "train")
+    assert all(
+        r["tokens_per_sec"] > 0 and r["learning_rate"] == 0.05
+        for r in records
+        if r["split"] == "train"
+    )
     scalars = _tensorboard_scalars(f"{workdir}/tensorboard")
     for r in records:
         assert scalars[(r["step"], f"{r['split']}/loss")] == pytest.approx(r["loss"], rel=1e-6)
@@ -528,8 +586,13 @@ def test_train_loop_writes_everything_and_resumes(reference_run, tmp_path):
     shutil.copytree(workdir, copy)
     longer = tw.run(tw.TinyConfig(total_steps=15), copy)
     assert longer.resumed_from == 12 and int(longer.state.step) == 15
-    assert [r["step"] for r in train.read_metrics(copy) if r["split"] == "train"] == \
-        [3, 6, 9, 12, 15]
+    assert [r["step"] for r in train.read_metrics(copy) if r["split"] == "train"] == [
+        3,
+        6,
+        9,
+        12,
+        15,
+    ]
 
 
 def test_checkpointer_keeps_last_k_plus_best_across_reopen(tmp_path):
@@ -538,8 +601,11 @@ def test_checkpointer_keeps_last_k_plus_best_across_reopen(tmp_path):
     losses = {1: 3.0, 2: 0.5, 3: 2.0, 4: 1.0, 5: 4.0, 6: None}
     ckpt = train.Checkpointer(tmp_path / "min", keep=2, keep_best=1, async_save=False)
     for step, loss in losses.items():
-        ckpt.save(state.replace(params={"w": jnp.full(3, float(step))}), step=step,
-                  metrics=None if loss is None else {"loss": loss})
+        ckpt.save(
+            state.replace(params={"w": jnp.full(3, float(step))}),
+            step=step,
+            metrics=None if loss is None else {"loss": loss},
+        )
     assert ckpt.all_steps() == [2, 5, 6]  # last 2, plus the lowest loss
     assert not ckpt.save(state, step=6)  # an existing step is never overwritten
     ckpt.close()
@@ -552,8 +618,14 @@ def test_checkpointer_keeps_last_k_plus_best_across_reopen(tmp_path):
     ckpt.save(state, step=7, metrics={"loss": 5.0})  # saving again keeps the best
     assert ckpt.all_steps() == [2, 6, 7]
     ckpt.close()
-    ckpt = train.Checkpointer(tmp_path / "max", keep=1, keep_best=2, best_mode="max",
-                              best_metric="accuracy", async_save=False)
+    ckpt = train.Checkpointer(
+        tmp_path / "max",
+        keep=1,
+        keep_best=2,
+        best_mode="max",
+        best_metric="accuracy",
+        async_save=False,
+    )
     for step, acc in {1: 0.9, 2: 0.1, 3: 0.95, 4: 0.2}.items():
         ckpt.save(state, step=step, metrics={"accuracy": acc})
     assert ckpt.all_steps() == [1, 3, 4] and ckpt.best_step() == 3
@@ -607,14 +679,16 @@ def test_checksum_catches_silent_damage(reference_run, tmp_path):
 def test_nan_stops_with_the_step_and_last_checkpoint_intact(tmp_path):
     workdir = str(tmp_path / "nan")
     config = tw.TinyConfig(poison_step=7, total_steps=12)
-    with pytest.raises(train.NonFiniteError, match=r"at step 7;.*last good checkpoint is step 6") \
-            as info:
+    with pytest.raises(
+        train.NonFiniteError, match=r"at step 7;.*last good checkpoint is step 6"
+    ) as info:
         tw.run(config, workdir)
     assert info.value.step == 7 and info.value.last_good_step == 6
     ckpt = train.Checkpointer(f"{workdir}/checkpoints")
     assert ckpt.all_steps() == [3, 6]
-    target = train.TrainState.create(tw.init_fn(config)(jax.random.key(0)),
-                                     train.optimizer_from_config(config), 0)
+    target = train.TrainState.create(
+        tw.init_fn(config)(jax.random.key(0)), train.optimizer_from_config(config), 0
+    )
     restored, step = ckpt.restore(target)
     ckpt.close()
     assert step == 6 and int(restored.step) == 6 and int(restored.nonfinite_step) == -1
@@ -636,9 +710,11 @@ def test_incompatible_checkpoint_is_refused_and_nothing_overwritten(reference_ru
         return out
 
     before = snapshot()
-    with pytest.raises(train.IncompatibleCheckpointError,
-                       match=r"params\.lstm\.w_hh: checkpoint has shape \(8, 32\) float32, model "
-                             r"expects \(6, 24\)"):
+    with pytest.raises(
+        train.IncompatibleCheckpointError,
+        match=r"params\.lstm\.w_hh: checkpoint has shape \(8, 32\) float32, model "
+        r"expects \(6, 24\)",
+    ):
         tw.run(tw.TinyConfig(hidden_size=6), copy)
     assert snapshot() == before
 
@@ -661,8 +737,9 @@ def test_bad_run_directories(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train.read_saved_config(tmp_path / "nowhere")
     with pytest.raises(TypeError, match="TrainConfig"):
-        train.train_loop(_Model(), str(tmp_path / "x"), init_params=None, loss_fn=None,
-                         train_batch=None)
+        train.train_loop(
+            _Model(), str(tmp_path / "x"), init_params=None, loss_fn=None, train_batch=None
+        )
 
 
 def test_resume_never_refuses_existing_checkpoints(reference_run):
@@ -702,8 +779,11 @@ WORKER = os.path.join(os.path.dirname(__file__), "_train_worker.py")
 def _env(devices: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
-    flags = [f for f in env.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_force_host_platform_device_count")]
+    flags = [
+        f
+        for f in env.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
     if devices is not None:
         # Must be set before jax is imported, hence a subprocess.
         flags.append(f"--xla_force_host_platform_device_count={devices}")
@@ -712,8 +792,13 @@ def _env(devices: int | None = None) -> dict[str, str]:
 
 
 def _worker(*args: str, devices: int | None = None, timeout: float = 300):
-    return subprocess.run([sys.executable, WORKER, *args], env=_env(devices), timeout=timeout,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, WORKER, *args],
+        env=_env(devices),
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
 
 
 def _last_json(stdout: str) -> dict:
@@ -786,12 +871,19 @@ def test_sigkill_at_random_times_then_resume_is_bit_identical(tmp_path):
     rng = np.random.default_rng(0)
     kills = 0
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, WORKER, "run", workdir, *args], env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, WORKER, "run", workdir, *args],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         ckpt_dir = os.path.join(workdir, "checkpoints")
         deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and not (
-                os.path.isdir(ckpt_dir) and any(e.isdigit() for e in os.listdir(ckpt_dir))):
+        while (
+            time.time() < deadline
+            and proc.poll() is None
+            and not (os.path.isdir(ckpt_dir) and any(e.isdigit() for e in os.listdir(ckpt_dir)))
+        ):
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.0))
         if proc.poll() is None:

@@ -213,8 +213,9 @@ def masked_scan(
         x_t, m_t = inp
         c_new, y = step_fn(c, x_t)
         c_new = tree_select(m_t, c_new, c)
-        y = jnp.where(jnp.reshape(m_t, m_t.shape + (1,) * (y.ndim - m_t.ndim)), y,
-                      jnp.zeros((), y.dtype))
+        y = jnp.where(
+            jnp.reshape(m_t, m_t.shape + (1,) * (y.ndim - m_t.ndim)), y, jnp.zeros((), y.dtype)
+        )
         return c_new, y
 
     return lax.scan(body, carry, (xs, mask), reverse=reverse, unroll=unroll)

@@ -59,8 +59,10 @@ def cell_to_config(cell: Cell) -> dict[str, Any]:
             out[f.name] = None if value is None else jnp.dtype(value).name
         elif callable(value):
             if value is not f.default:
-                raise ValueError(f"{type(cell).__name__}.{f.name} holds a custom callable "
-                                 f"({value!r}), which cannot be written into a config")
+                raise ValueError(
+                    f"{type(cell).__name__}.{f.name} holds a custom callable "
+                    f"({value!r}), which cannot be written into a config"
+                )
         else:
             out[f.name] = value
     return out

@@ -142,16 +142,17 @@ class GRU(Cell):
         if self.reset_after:
             rec = matmul(carry.h, params.w_hh, self.dtype, acc)
             r = jax.nn.sigmoid(xp[..., :H] + rec[..., :H])
-            z = jax.nn.sigmoid(xp[..., H:2 * H] + rec[..., H:2 * H])
-            rec_n = rec[..., 2 * H:]
+            z = jax.nn.sigmoid(xp[..., H : 2 * H] + rec[..., H : 2 * H])
+            rec_n = rec[..., 2 * H :]
             if params.b_hn is not None:
                 rec_n = rec_n + params.b_hn.astype(acc)
-            n = jnp.tanh(xp[..., 2 * H:] + r * rec_n)
+            n = jnp.tanh(xp[..., 2 * H :] + r * rec_n)
         else:
-            rec_rz = matmul(carry.h, params.w_hh[:, :2 * H], self.dtype, acc)
+            rec_rz = matmul(carry.h, params.w_hh[:, : 2 * H], self.dtype, acc)
             r = jax.nn.sigmoid(xp[..., :H] + rec_rz[..., :H])
-            z = jax.nn.sigmoid(xp[..., H:2 * H] + rec_rz[..., H:])
-            n = jnp.tanh(xp[..., 2 * H:] + matmul(r * h_prev, params.w_hh[:, 2 * H:],
-                                                  self.dtype, acc))
+            z = jax.nn.sigmoid(xp[..., H : 2 * H] + rec_rz[..., H:])
+            n = jnp.tanh(
+                xp[..., 2 * H :] + matmul(r * h_prev, params.w_hh[:, 2 * H :], self.dtype, acc)
+            )
         h = ((1.0 - z) * h_prev + z * n).astype(carry.h.dtype)
         return GRUCarry(h=h), h

@@ -191,14 +191,26 @@ class LSTM(Cell):
         if self.cell_clip is not None and self.cell_clip == 0:
             raise ValueError("LSTM.cell_clip must be > 0 (or None for no clipping), got 0")
         if self.coupled and not self.forget_gate:
-            raise ValueError("LSTM: coupled=True (i = 1 - f) needs the forget gate; "
-                             "got forget_gate=False")
+            raise ValueError(
+                "LSTM: coupled=True (i = 1 - f) needs the forget gate; got forget_gate=False"
+            )
         if self.coupled and not self.input_gate:
-            raise ValueError("LSTM: coupled=True already replaces the input gate by 1 - f; "
-                             "input_gate=False contradicts it")
-        for flag in ("peephole", "coupled", "input_gate", "forget_gate", "output_gate",
-                     "input_activation", "output_activation", "full_gate_recurrence",
-                     "layer_norm", "use_bias"):
+            raise ValueError(
+                "LSTM: coupled=True already replaces the input gate by 1 - f; "
+                "input_gate=False contradicts it"
+            )
+        for flag in (
+            "peephole",
+            "coupled",
+            "input_gate",
+            "forget_gate",
+            "output_gate",
+            "input_activation",
+            "output_activation",
+            "full_gate_recurrence",
+            "layer_norm",
+            "use_bias",
+        ):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"LSTM.{flag} must be a bool, got {getattr(self, flag)!r}")
         if self.full_gate_recurrence and not self.sigmoid_gates:
@@ -218,8 +230,9 @@ class LSTM(Cell):
         """
         key = name.upper()
         if key not in GREFF_VARIANTS:
-            raise ValueError(f"unknown LSTM variant {name!r}; expected one of "
-                             f"{sorted(GREFF_VARIANTS)}")
+            raise ValueError(
+                f"unknown LSTM variant {name!r}; expected one of {sorted(GREFF_VARIANTS)}"
+            )
         return cls(hidden_size=hidden_size, **{**GREFF_VARIANTS[key], **kwargs})
 
     # -- layout -----------------------------------------------------------------------------
@@ -253,8 +266,12 @@ class LSTM(Cell):
     def init(self, key: PRNGKey, input_size: int) -> LSTMParams:
         """Creates :class:`LSTMParams` for ``input_size`` input features (see the class doc)."""
         _checks.positive_int("input_size", input_size)
-        H, R, G, S = self.hidden_size, self.recurrent_size, len(self.gate_layout), len(
-            self.sigmoid_gates)
+        H, R, G, S = (
+            self.hidden_size,
+            self.recurrent_size,
+            len(self.gate_layout),
+            len(self.sigmoid_gates),
+        )
         pdt = self.param_dtype
         k_ih, k_hh, k_proj, k_gates = jax.random.split(key, 4)
         fields: dict[str, Array] = dict(
@@ -309,15 +326,16 @@ class LSTM(Cell):
         if self.layer_norm:
             rec = _block_layer_norm(rec, params.ln_hh_scale)
         a = xp + rec
-        blocks = {name: a[..., k * H:(k + 1) * H] for k, name in enumerate(self.gate_layout)}
+        blocks = {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(self.gate_layout)}
         if self.full_gate_recurrence:
             extra = matmul(carry.gates, params.w_gates, self.dtype, acc)
             for k, name in enumerate(self.sigmoid_gates):
-                blocks[name] = blocks[name] + extra[..., k * H:(k + 1) * H]
+                blocks[name] = blocks[name] + extra[..., k * H : (k + 1) * H]
         peep = {}
         if params.w_peephole is not None:
-            peep = {name: params.w_peephole[k].astype(acc)
-                    for k, name in enumerate(self.sigmoid_gates)}
+            peep = {
+                name: params.w_peephole[k].astype(acc) for k, name in enumerate(self.sigmoid_gates)
+            }
 
         c_prev = carry.c.astype(acc)
 

@@ -106,8 +106,7 @@ class SimpleRNN(Cell):
             b=jnp.zeros((H,), pdt) if self.use_bias else None,
         )
 
-    def initial_carry(self, batch_shape: Shape = (),
-                      dtype: DType = jnp.float32) -> SimpleRNNCarry:
+    def initial_carry(self, batch_shape: Shape = (), dtype: DType = jnp.float32) -> SimpleRNNCarry:
         """Zeros: ``SimpleRNNCarry(h [*B, H])``."""
         return SimpleRNNCarry(h=jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype))
 
@@ -118,8 +117,9 @@ class SimpleRNN(Cell):
         """``W x + b``: ``[..., I] -> [..., H]``."""
         return affine(xs, params.w_ih, params.b, self.dtype)
 
-    def step(self, params: SimpleRNNParams, carry: SimpleRNNCarry,
-             xp: Array) -> tuple[SimpleRNNCarry, Array]:
+    def step(
+        self, params: SimpleRNNParams, carry: SimpleRNNCarry, xp: Array
+    ) -> tuple[SimpleRNNCarry, Array]:
         """One step from the projected input ``xp [*B, H]``; returns ``(carry, h)``."""
         a = xp + matmul(carry.h, params.w_hh, self.dtype, xp.dtype)
         h = _ACTIVATIONS[self.activation](a).astype(carry.h.dtype)

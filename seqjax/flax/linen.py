@@ -78,15 +78,20 @@ def params_to_flax(params: PyTree) -> dict[str, Any]:
     """
     tree = _to_dict(params, "params")
     if not isinstance(tree, dict):
-        raise TypeError(f"params must be a NamedTuple of arrays (a cell's parameters), got "
-                        f"{type(params).__name__}")
+        raise TypeError(
+            f"params must be a NamedTuple of arrays (a cell's parameters), got "
+            f"{type(params).__name__}"
+        )
     return tree
 
 
 def _to_dict(tree: Any, path: str) -> Any:
     if _is_namedtuple(tree):
-        return {f: _to_dict(v, f"{path}.{f}") for f, v in zip(tree._fields, tree, strict=True)
-                if v is not None}
+        return {
+            f: _to_dict(v, f"{path}.{f}")
+            for f, v in zip(tree._fields, tree, strict=True)
+            if v is not None
+        }
     if isinstance(tree, (tuple, list)):
         return {str(i): _to_dict(v, f"{path}[{i}]") for i, v in enumerate(tree)}
     if isinstance(tree, Mapping):
@@ -148,18 +153,23 @@ def _from_dict(template: Any, tree: Any, path: str) -> Any:
         else:
             keys = [str(i) for i in range(len(template))]
         if not isinstance(tree, Mapping):
-            raise TypeError(f"{path} must be a mapping with keys {keys}, got "
-                            f"{type(tree).__name__}")
+            raise TypeError(f"{path} must be a mapping with keys {keys}, got {type(tree).__name__}")
         missing = [k for k in keys if k not in tree]
         extra = sorted(str(k) for k in tree if k not in keys)
         if missing or extra:
-            raise ValueError(f"{path} must have the keys {keys}; missing {missing}, "
-                             f"unexpected {extra}")
+            raise ValueError(
+                f"{path} must have the keys {keys}; missing {missing}, unexpected {extra}"
+            )
         if _is_namedtuple(template):
-            return type(template)(*[None if v is None else _from_dict(v, tree[f], f"{path}.{f}")
-                                    for f, v in zip(template._fields, template, strict=True)])
-        return type(template)(_from_dict(v, tree[str(i)], f"{path}[{i}]")
-                              for i, v in enumerate(template))
+            return type(template)(
+                *[
+                    None if v is None else _from_dict(v, tree[f], f"{path}.{f}")
+                    for f, v in zip(template._fields, template, strict=True)
+                ]
+            )
+        return type(template)(
+            _from_dict(v, tree[str(i)], f"{path}[{i}]") for i, v in enumerate(template)
+        )
     if not hasattr(tree, "shape"):
         raise TypeError(f"{path} must be an array, got {type(tree).__name__}")
     return tree
@@ -174,25 +184,33 @@ def _check_params(cell: SeqCell, params: PyTree, in_features: int | None) -> Non
     got_def = jax.tree_util.tree_structure(params)
     exp_def = jax.tree_util.tree_structure(template)
     if got_def != exp_def:
-        raise ValueError(f"params do not fit {type(cell).__name__}: structure {got_def}, "
-                         f"expected {exp_def}")
+        raise ValueError(
+            f"params do not fit {type(cell).__name__}: structure {got_def}, expected {exp_def}"
+        )
     n_in = cell.input_size(params)
     if in_features is not None and n_in != in_features:
-        raise ValueError(f"params were made for {n_in} input features, but in_features is "
-                         f"{in_features}")
+        raise ValueError(
+            f"params were made for {n_in} input features, but in_features is {in_features}"
+        )
     expected = jax.eval_shape(lambda: cell.init(jax.random.key(0), int(n_in)))
-    for (path, e), g in zip(jax.tree_util.tree_leaves_with_path(expected),
-                            jax.tree_util.tree_leaves(params), strict=True):
+    for (path, e), g in zip(
+        jax.tree_util.tree_leaves_with_path(expected),
+        jax.tree_util.tree_leaves(params),
+        strict=True,
+    ):
         if tuple(g.shape) != tuple(e.shape):
-            raise ValueError(f"params{jax.tree_util.keystr(path)} has shape {tuple(g.shape)}, "
-                             f"but {type(cell).__name__} with {n_in} input features expects "
-                             f"{tuple(e.shape)}")
+            raise ValueError(
+                f"params{jax.tree_util.keystr(path)} has shape {tuple(g.shape)}, "
+                f"but {type(cell).__name__} with {n_in} input features expects "
+                f"{tuple(e.shape)}"
+            )
 
 
 def _check_cell(cell: Any, where: str) -> None:
     if not isinstance(cell, SeqCell):
-        raise TypeError(f"{where} expects a seqjax cell (e.g. seqjax.LSTM(8)), got "
-                        f"{type(cell).__name__}")
+        raise TypeError(
+            f"{where} expects a seqjax cell (e.g. seqjax.LSTM(8)), got {type(cell).__name__}"
+        )
 
 
 def _unsteppable_part(cell: SeqCell) -> SeqCell | None:
@@ -215,7 +233,8 @@ def _check_steppable(cell: SeqCell, where: str) -> None:
     if part is not None:
         raise TypeError(
             f"{where} steps one time step at a time, but {type(part).__name__} needs the whole "
-            "sequence; run it with seqjax.flax.linen.RNN (or seqjax.flax.nnx.RNN) instead")
+            "sequence; run it with seqjax.flax.linen.RNN (or seqjax.flax.nnx.RNN) instead"
+        )
 
 
 def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree:
@@ -239,25 +258,31 @@ def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree
     params = params_from_flax(cell, nn.meta.unbox(stored))
     n_in = cell.input_size(params)
     if n_in != input_size:
-        raise ValueError(f"inputs have {input_size} features on their last axis, but the "
-                         f"parameters of {type(module).__name__} were made for {n_in}")
+        raise ValueError(
+            f"inputs have {input_size} features on their last axis, but the "
+            f"parameters of {type(module).__name__} were made for {n_in}"
+        )
     return params
 
 
 def _input_size(inputs: Any, min_ndim: int, what: str) -> int:
     x = _checks.array_like("inputs", inputs)
     if x.ndim < min_ndim:
-        raise ValueError(f"inputs must have at least {min_ndim} dimensions {what}, got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"inputs must have at least {min_ndim} dimensions {what}, got shape {tuple(x.shape)}"
+        )
     return int(x.shape[-1])
 
 
-def _processing_order(ys: Array, seq_lengths: Array | None, mask: Array | None,
-                      time_major: bool) -> Array:
+def _processing_order(
+    ys: Array, seq_lengths: Array | None, mask: Array | None, time_major: bool
+) -> Array:
     """Flips reverse-scan outputs within each length (``nn.RNN(reverse=True)``'s order)."""
     if mask is not None:
-        raise ValueError("keep_order=False with reverse=True is defined for seq_lengths, not for "
-                         "a mask (with holes there is no processing order to flip to)")
+        raise ValueError(
+            "keep_order=False with reverse=True is defined for seq_lengths, not for "
+            "a mask (with holes there is no processing order to flip to)"
+        )
     n_batch = ys.ndim - 2
     return flip_sequences(ys, seq_lengths, num_batch_dims=n_batch, time_major=time_major)
 
@@ -460,9 +485,18 @@ class RNN(nn.Module):
         layout = "[T, *B, I]" if time_major else "[*B, T, I]"
         params = _declare_params(self, self.cell, _input_size(inputs, 2, layout))
         key = None if deterministic else self.make_rng("dropout")
-        carry, ys = seqjax_scan(self.cell, params, inputs, carry=initial_carry,
-                                lengths=seq_lengths, mask=mask, reverse=reverse,
-                                time_major=time_major, unroll=self.unroll, key=key)
+        carry, ys = seqjax_scan(
+            self.cell,
+            params,
+            inputs,
+            carry=initial_carry,
+            lengths=seq_lengths,
+            mask=mask,
+            reverse=reverse,
+            time_major=time_major,
+            unroll=self.unroll,
+            key=key,
+        )
         if reverse and not keep_order:
             ys = _processing_order(ys, seq_lengths, mask, time_major)
         return (carry, ys) if return_carry else ys

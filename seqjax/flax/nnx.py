@@ -52,8 +52,9 @@ def _is_variable(x: Any) -> bool:
     return isinstance(x, nnx.Variable)
 
 
-def _make_params(cell: SeqCell, in_features: int | None, rngs: Any, params: PyTree | None,
-                 where: str) -> PyTree:
+def _make_params(
+    cell: SeqCell, in_features: int | None, rngs: Any, params: PyTree | None, where: str
+) -> PyTree:
     """Returns the NamedTuple of ``nnx.Param`` leaves: ``params`` checked, or ``cell.init``."""
     _check_cell(cell, where)
     if params is not None:
@@ -62,8 +63,10 @@ def _make_params(cell: SeqCell, in_features: int | None, rngs: Any, params: PyTr
         _check_params(cell, params, in_features)
     else:
         if in_features is None or rngs is None:
-            raise ValueError(f"{where} needs in_features and rngs to create parameters (or "
-                             "params= to use existing ones)")
+            raise ValueError(
+                f"{where} needs in_features and rngs to create parameters (or "
+                "params= to use existing ones)"
+            )
         if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
             raise ValueError(f"{where}: in_features must be a positive int, got {in_features!r}")
         params = cell.init(_key(rngs, "params", where), in_features)
@@ -88,8 +91,10 @@ def _key(rngs: Any, stream: str, where: str) -> PRNGKey:
         return rngs()
     if isinstance(rngs, jax.Array):
         return rngs
-    raise TypeError(f"{where}: rngs must be an nnx.Rngs, an nnx.RngStream or a jax.random key, "
-                    f"got {type(rngs).__name__}")
+    raise TypeError(
+        f"{where}: rngs must be an nnx.Rngs, an nnx.RngStream or a jax.random key, "
+        f"got {type(rngs).__name__}"
+    )
 
 
 class Cell(nnx.RNNCellBase):
@@ -127,15 +132,22 @@ class Cell(nnx.RNNCellBase):
       ((2, 5, 8), (3, 32))
     """
 
-    def __init__(self, cell: SeqCell, in_features: int | None = None, *,
-                 rngs: Rngs | PRNGKey | None = None, params: PyTree | None = None,
-                 carry_dtype: DType = jnp.float32):
+    def __init__(
+        self,
+        cell: SeqCell,
+        in_features: int | None = None,
+        *,
+        rngs: Rngs | PRNGKey | None = None,
+        params: PyTree | None = None,
+        carry_dtype: DType = jnp.float32,
+    ):
         _check_cell(cell, "seqjax.flax.nnx.Cell")
         _check_steppable(cell, "seqjax.flax.nnx.Cell")
         self.cell = cell
         self.carry_dtype = carry_dtype
-        self.params = nnx.data(_make_params(cell, in_features, rngs, params,
-                                            "seqjax.flax.nnx.Cell"))
+        self.params = nnx.data(
+            _make_params(cell, in_features, rngs, params, "seqjax.flax.nnx.Cell")
+        )
 
     @property
     def in_features(self) -> int:
@@ -167,8 +179,9 @@ class Cell(nnx.RNNCellBase):
         _input_size(inputs, 1, "[*B, I]")
         return self.cell(self.seqjax_params(), carry, inputs)
 
-    def initialize_carry(self, input_shape: tuple[int, ...], rngs: Rngs | None = None,
-                         carry_init: Any = None) -> PyTree:
+    def initialize_carry(
+        self, input_shape: tuple[int, ...], rngs: Rngs | None = None, carry_init: Any = None
+    ) -> PyTree:
         """The initial carry for one step's input shape (the nnx ``RNNCellBase`` API).
 
         Args:
@@ -188,8 +201,11 @@ class Cell(nnx.RNNCellBase):
         if rngs is None:
             raise ValueError("initialize_carry with carry_init needs rngs")
         return jax.tree_util.tree_map(
-            lambda leaf: carry_init(_key(rngs, "carry", "initialize_carry"), leaf.shape,
-                                    leaf.dtype), carry)
+            lambda leaf: carry_init(
+                _key(rngs, "carry", "initialize_carry"), leaf.shape, leaf.dtype
+            ),
+            carry,
+        )
 
     @property
     def num_feature_axes(self) -> int:
@@ -237,13 +253,22 @@ class RNN(nnx.Module):
       (3, 6, 4)
     """
 
-    def __init__(self, cell: SeqCell, in_features: int | None = None, *,
-                 rngs: nnx.Rngs | None = None, params: PyTree | None = None,
-                 time_major: bool = False, return_carry: bool = False, reverse: bool = False,
-                 keep_order: bool = True, unroll: int = 1, deterministic: bool = True):
+    def __init__(
+        self,
+        cell: SeqCell,
+        in_features: int | None = None,
+        *,
+        rngs: nnx.Rngs | None = None,
+        params: PyTree | None = None,
+        time_major: bool = False,
+        return_carry: bool = False,
+        reverse: bool = False,
+        keep_order: bool = True,
+        unroll: int = 1,
+        deterministic: bool = True,
+    ):
         self.cell = cell
-        self.params = nnx.data(_make_params(cell, in_features, rngs, params,
-                                            "seqjax.flax.nnx.RNN"))
+        self.params = nnx.data(_make_params(cell, in_features, rngs, params, "seqjax.flax.nnx.RNN"))
         self.time_major = time_major
         self.return_carry = return_carry
         self.reverse = reverse
@@ -314,12 +339,23 @@ class RNN(nnx.Module):
         if not deterministic:
             source = rngs if rngs is not None else self.rngs
             if source is None:
-                raise ValueError("seqjax.flax.nnx.RNN: deterministic=False needs rngs, either "
-                                 "in the constructor (a 'dropout' stream) or in the call")
+                raise ValueError(
+                    "seqjax.flax.nnx.RNN: deterministic=False needs rngs, either "
+                    "in the constructor (a 'dropout' stream) or in the call"
+                )
             key = _key(source, "dropout", "seqjax.flax.nnx.RNN")
-        carry, ys = seqjax_scan(self.cell, self.seqjax_params(), inputs, carry=initial_carry,
-                                lengths=seq_lengths, mask=mask, reverse=reverse,
-                                time_major=time_major, unroll=self.unroll, key=key)
+        carry, ys = seqjax_scan(
+            self.cell,
+            self.seqjax_params(),
+            inputs,
+            carry=initial_carry,
+            lengths=seq_lengths,
+            mask=mask,
+            reverse=reverse,
+            time_major=time_major,
+            unroll=self.unroll,
+            key=key,
+        )
         if reverse and not keep_order:
             ys = _processing_order(ys, seq_lengths, mask, time_major)
         return (carry, ys) if return_carry else ys

@@ -68,7 +68,8 @@ def eigen_dots_supported() -> bool:
         return False
     try:
         jax.jit(lambda a: a @ a, compiler_options=XLA_CPU_EIGEN_DOTS).lower(
-            jax.numpy.ones((2, 2), "float32")).compile()
+            jax.numpy.ones((2, 2), "float32")
+        ).compile()
     except Exception:  # noqa: BLE001 - any rejection means "not available in this jaxlib"
         return False
     return True
@@ -82,8 +83,14 @@ def _with_compute_dtype(cell: Cell, compute_dtype) -> Cell:
     return cell.replace(dtype=compute_dtype)
 
 
-def choose(cell: Cell, xs: Array, mask: Array | None, *, reverse: bool = False,
-           opts: options.KernelOptions | None = None) -> str:
+def choose(
+    cell: Cell,
+    xs: Array,
+    mask: Array | None,
+    *,
+    reverse: bool = False,
+    opts: options.KernelOptions | None = None,
+) -> str:
     """The kernel :func:`scan_layer` runs for this layer call: ``"cudnn"``, ``"fused"`` or
     ``"reference"``.
 
@@ -111,8 +118,13 @@ def choose(cell: Cell, xs: Array, mask: Array | None, *, reverse: bool = False,
     opts = options.current() if opts is None else opts
     fused_reason = unsupported_reason(cell)
     cudnn_reason = cudnn.unsupported_reason(
-        cell, dtype=xs.dtype, reverse=reverse, mask_is_lengths=opts.lengths_prefix,
-        has_mask=mask is not None, remat=opts.remat)
+        cell,
+        dtype=xs.dtype,
+        reverse=reverse,
+        mask_is_lengths=opts.lengths_prefix,
+        has_mask=mask is not None,
+        remat=opts.remat,
+    )
     if cudnn_reason is None and not cudnn.available():
         cudnn_reason = f"no CUDA GPU (default backend: {jax.default_backend()})"
     if opts.impl == "reference":
@@ -130,9 +142,17 @@ def choose(cell: Cell, xs: Array, mask: Array | None, *, reverse: bool = False,
     return "fused" if fused_reason is None else "reference"
 
 
-def reference_scan(cell: Cell, params: PyTree, carry: PyTree, xs: Array, mask: Array | None,
-                   *, reverse: bool = False, unroll: int = 1,
-                   remat: bool | int = False) -> tuple[PyTree, Array]:
+def reference_scan(
+    cell: Cell,
+    params: PyTree,
+    carry: PyTree,
+    xs: Array,
+    mask: Array | None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    remat: bool | int = False,
+) -> tuple[PyTree, Array]:
     """The reference engine: hoisted ``project_inputs``, then ``lax.scan`` of ``cell.step``.
 
     Args:
@@ -159,8 +179,16 @@ def reference_scan(cell: Cell, params: PyTree, carry: PyTree, xs: Array, mask: A
     return masked_scan(step, carry, xps, mask, reverse=reverse, unroll=unroll)
 
 
-def scan_layer(cell: Cell, params: PyTree, carry: PyTree, xs: Array, mask: Array | None, *,
-               reverse: bool = False, unroll: int = 1) -> tuple[PyTree, Array]:
+def scan_layer(
+    cell: Cell,
+    params: PyTree,
+    carry: PyTree,
+    xs: Array,
+    mask: Array | None,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+) -> tuple[PyTree, Array]:
     """Runs one layer over a time-major sequence with the kernel :func:`choose` picks.
 
     This is the body of ``Cell.scan_time_major`` for plain cells; the options (``remat``,
@@ -185,8 +213,9 @@ def scan_layer(cell: Cell, params: PyTree, carry: PyTree, xs: Array, mask: Array
         if kind == "cudnn":
             return cudnn.lstm_scan(cell, params, carry, xs, mask)
         if kind == "fused":
-            return fused_scan(cell, params, carry, xs, mask, reverse=reverse, unroll=unroll,
-                              remat=opts.remat)
+            return fused_scan(
+                cell, params, carry, xs, mask, reverse=reverse, unroll=unroll, remat=opts.remat
+            )
     except TypeError as err:
         # The fast kernels define reverse-mode derivatives only (custom VJPs). Under forward-mode
         # autodiff (jax.jvp, jacfwd, hessian, linearize) JAX refuses them while tracing; the
@@ -195,10 +224,13 @@ def scan_layer(cell: Cell, params: PyTree, carry: PyTree, xs: Array, mask: Array
         if not _is_forward_mode_refusal(err):
             raise
         if opts.impl != "auto":
-            raise TypeError(f"impl={opts.impl!r} supports reverse-mode autodiff only; use "
-                            "impl='auto' or 'reference' under jax.jvp/jacfwd/hessian") from err
-    return reference_scan(cell, params, carry, xs, mask, reverse=reverse, unroll=unroll,
-                          remat=opts.remat)
+            raise TypeError(
+                f"impl={opts.impl!r} supports reverse-mode autodiff only; use "
+                "impl='auto' or 'reference' under jax.jvp/jacfwd/hessian"
+            ) from err
+    return reference_scan(
+        cell, params, carry, xs, mask, reverse=reverse, unroll=unroll, remat=opts.remat
+    )
 
 
 def _is_forward_mode_refusal(err: TypeError) -> bool:

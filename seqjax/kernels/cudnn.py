@@ -48,8 +48,9 @@ def available() -> bool:
         return False
 
 
-def unsupported_reason(cell: Cell, *, dtype, reverse: bool, mask_is_lengths: bool,
-                       has_mask: bool, remat: bool | int) -> str | None:
+def unsupported_reason(
+    cell: Cell, *, dtype, reverse: bool, mask_is_lengths: bool, has_mask: bool, remat: bool | int
+) -> str | None:
     """Why this layer call cannot use cuDNN (None when it can, GPU availability aside).
 
     Args:
@@ -65,9 +66,15 @@ def unsupported_reason(cell: Cell, *, dtype, reverse: bool, mask_is_lengths: boo
     """
     if type(cell) is not LSTM:
         return f"cuDNN runs plain LSTMs, not {type(cell).__name__}"
-    plain = LSTM(hidden_size=cell.hidden_size, forget_bias=cell.forget_bias,
-                 use_bias=cell.use_bias, dtype=cell.dtype, param_dtype=cell.param_dtype,
-                 kernel_init=cell.kernel_init, recurrent_init=cell.recurrent_init)
+    plain = LSTM(
+        hidden_size=cell.hidden_size,
+        forget_bias=cell.forget_bias,
+        use_bias=cell.use_bias,
+        dtype=cell.dtype,
+        param_dtype=cell.param_dtype,
+        kernel_init=cell.kernel_init,
+        recurrent_init=cell.recurrent_init,
+    )
     if cell != plain:
         return "cuDNN supports no LSTM options (peephole, CIFG, projection, clip, variants)"
     if jnp.dtype(dtype) != jnp.float32 or jnp.dtype(cell.param_dtype) != jnp.float32:
@@ -102,12 +109,14 @@ def pack_weights(params: LSTMParams) -> Array:
     """
     G = params.w_hh.shape[-1]
     b = params.b if params.b is not None else jnp.zeros((G,), params.w_hh.dtype)
-    return jnp.concatenate([params.w_ih.T.reshape(-1), params.w_hh.T.reshape(-1), b,
-                            jnp.zeros((G,), b.dtype)])
+    return jnp.concatenate(
+        [params.w_ih.T.reshape(-1), params.w_hh.T.reshape(-1), b, jnp.zeros((G,), b.dtype)]
+    )
 
 
-def lstm_scan(cell: LSTM, params: LSTMParams, carry: PyTree, xs: Array,
-              mask: Array | None) -> tuple[PyTree, Array]:
+def lstm_scan(
+    cell: LSTM, params: LSTMParams, carry: PyTree, xs: Array, mask: Array | None
+) -> tuple[PyTree, Array]:
     """Runs a plain LSTM layer over time-major ``xs [T, *B, I]`` with cuDNN.
 
     Args:
@@ -133,12 +142,24 @@ def lstm_scan(cell: LSTM, params: LSTMParams, carry: PyTree, xs: Array,
         lengths = jnp.sum(mask.reshape(T, B), axis=0, dtype=jnp.int32)
     h0 = carry.h.reshape(1, B, H)
     c0 = carry.c.reshape(1, B, H)
-    y, h_n, c_n = rnn.lstm(x, h0, c0, pack_weights(params), lengths, input_size=I,
-                           hidden_size=H, num_layers=1, dropout=0.0, bidirectional=False)
+    y, h_n, c_n = rnn.lstm(
+        x,
+        h0,
+        c0,
+        pack_weights(params),
+        lengths,
+        input_size=I,
+        hidden_size=H,
+        num_layers=1,
+        dropout=0.0,
+        bidirectional=False,
+    )
     ys = jnp.swapaxes(y, 0, 1)
     if mask is not None:
         ys = jnp.where(mask.reshape(T, B)[..., None], ys, jnp.zeros((), ys.dtype))
     ys = ys.reshape((T,) + tuple(batch_shape) + (H,))
-    new = carry._replace(h=h_n.reshape(carry.h.shape).astype(carry.h.dtype),
-                         c=c_n.reshape(carry.c.shape).astype(carry.c.dtype))
+    new = carry._replace(
+        h=h_n.reshape(carry.h.shape).astype(carry.h.dtype),
+        c=c_n.reshape(carry.c.shape).astype(carry.c.dtype),
+    )
     return new, ys

@@ -90,7 +90,7 @@ def _sigmoid(x: Array) -> Array:
 def _lstm_point(cell: LSTM, a: Array, c_prev: Array, peep: Array | None) -> tuple[Array, Array]:
     """LSTM gate math from pre-activations ``a [B, G*H]``: returns ``(c, h)`` before projection."""
     H = cell.hidden_size
-    blocks = {name: a[..., k * H:(k + 1) * H] for k, name in enumerate(cell.gate_layout)}
+    blocks = {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(cell.gate_layout)}
     pw = {}
     if peep is not None:
         pw = {name: peep[k].astype(a.dtype) for k, name in enumerate(cell.sigmoid_gates)}
@@ -136,7 +136,7 @@ def _lstm_act_all(cell: LSTM, a: Array) -> Array:
 def _lstm_fast_point(cell: LSTM, act_all: Array, c_prev: Array) -> tuple[Array, Array]:
     """``(c, h)`` from saved activations (no peephole, no clip, tanh candidate)."""
     H = cell.hidden_size
-    act = {n: act_all[..., k * H:(k + 1) * H] for k, n in enumerate(cell.gate_layout)}
+    act = {n: act_all[..., k * H : (k + 1) * H] for k, n in enumerate(cell.gate_layout)}
     f = act.get("f")
     i = (1.0 - f) if cell.coupled else act.get("i")
     g = act["g"]
@@ -146,15 +146,16 @@ def _lstm_fast_point(cell: LSTM, act_all: Array, c_prev: Array) -> tuple[Array, 
     return c, (h if o is None else o * h)
 
 
-def _lstm_fast_bwd(cell: LSTM, act_all: Array, c_prev: Array, c: Array, dh: Array,
-                   dc: Array) -> tuple[Array, Array]:
+def _lstm_fast_bwd(
+    cell: LSTM, act_all: Array, c_prev: Array, c: Array, dh: Array, dc: Array
+) -> tuple[Array, Array]:
     """Hand-written VJP of :func:`_lstm_fast_point` o :func:`_lstm_act_all`.
 
     Returns ``(da [B, G*H], dc_prev [B, H])`` given the gradients of ``h`` and ``c``; works on
     contiguous ``[B, G*H]`` arrays so XLA emits few, vectorised loops per step.
     """
     H, layout = cell.hidden_size, cell.gate_layout
-    act = {n: act_all[..., k * H:(k + 1) * H] for k, n in enumerate(layout)}
+    act = {n: act_all[..., k * H : (k + 1) * H] for k, n in enumerate(layout)}
     f, o, g = act.get("f"), act.get("o"), act["g"]
     i = (1.0 - f) if cell.coupled else act.get("i")
     tc = jnp.tanh(c) if cell.output_activation else c
@@ -202,8 +203,9 @@ def _outer_sum(x_TBm: Array, d_TBn: Array, cdt, out_dtype) -> Array:
         d_TBn = d_TBn.astype(x_TBm.dtype)
     nb = x_TBm.ndim - 1
     dims = (tuple(range(nb)), tuple(range(nb)))
-    out = lax.dot_general(x_TBm, d_TBn, (dims, ((), ())),
-                          preferred_element_type=accum_dtype(out_dtype))
+    out = lax.dot_general(
+        x_TBm, d_TBn, (dims, ((), ())), preferred_element_type=accum_dtype(out_dtype)
+    )
     return out.astype(out_dtype)
 
 
@@ -266,12 +268,17 @@ class _LSTMSpec:
         else:
             dhh = dh.astype(acc)
         if self.fast:
-            da, dc_prev = _lstm_fast_bwd(cell, res[0], c_prev.astype(acc), state[1].astype(acc),
-                                         dhh, dc.astype(acc))
+            da, dc_prev = _lstm_fast_bwd(
+                cell, res[0], c_prev.astype(acc), state[1].astype(acc), dhh, dc.astype(acc)
+            )
             dpeep = None
         else:
-            _, pull = jax.vjp(lambda a_, c_, p_: _lstm_point(cell, a_, c_, p_), res[0],
-                              c_prev.astype(acc), P["peep"])
+            _, pull = jax.vjp(
+                lambda a_, c_, p_: _lstm_point(cell, a_, c_, p_),
+                res[0],
+                c_prev.astype(acc),
+                P["peep"],
+            )
             da, dc_prev, dpeep = pull((dc.astype(acc), dhh))
         dh_prev = matmul(da, _wt(P, "w_hh"), cell.dtype, acc)
         factors = (da, dh) if P["w_proj"] is not None else (da,)
@@ -279,8 +286,11 @@ class _LSTMSpec:
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
         cdt, da = self.cell.dtype, factors[0]
-        dP = dict(w_hh=_outer_sum(states_prev[0], da, cdt, P["w_hh"].dtype), w_proj=None,
-                  peep=None if P["peep"] is None else dsmall.astype(P["peep"].dtype))
+        dP = dict(
+            w_hh=_outer_sum(states_prev[0], da, cdt, P["w_hh"].dtype),
+            w_proj=None,
+            peep=None if P["peep"] is None else dsmall.astype(P["peep"].dtype),
+        )
         if P["w_proj"] is not None:
             dP["w_proj"] = _outer_sum(res[1], factors[1], cdt, P["w_proj"].dtype)
         return dP, da
@@ -307,12 +317,12 @@ class _GRUAfterSpec:
         acc = xp.dtype
         h_prev = h.astype(acc)
         rec = matmul(h, P["w_hh"], self.cell.dtype, acc)
-        rz = _sigmoid(xp[..., :2 * H] + rec[..., :2 * H])
-        q = rec[..., 2 * H:]
+        rz = _sigmoid(xp[..., : 2 * H] + rec[..., : 2 * H])
+        q = rec[..., 2 * H :]
         if P["b_hn"] is not None:
             q = q + P["b_hn"].astype(acc)
         r, z = rz[..., :H], rz[..., H:]
-        n = jnp.tanh(xp[..., 2 * H:] + r * q)
+        n = jnp.tanh(xp[..., 2 * H :] + r * q)
         h_new = (1.0 - z) * h_prev + z * n
         return (h_new.astype(h.dtype),), (rz, n, q)
 
@@ -334,8 +344,10 @@ class _GRUAfterSpec:
 
     def wgrad(self, P, states_prev, res, factors, dsmall, xps):
         dxp, drec = factors
-        dP = dict(w_hh=_outer_sum(states_prev[0], drec, self.cell.dtype, P["w_hh"].dtype),
-                  b_hn=None if P["b_hn"] is None else dsmall.astype(P["b_hn"].dtype))
+        dP = dict(
+            w_hh=_outer_sum(states_prev[0], drec, self.cell.dtype, P["w_hh"].dtype),
+            b_hn=None if P["b_hn"] is None else dsmall.astype(P["b_hn"].dtype),
+        )
         return dP, dxp
 
 
@@ -348,7 +360,7 @@ class _GRUClassicSpec:
 
     def prepare(self, params):
         H = self.cell.hidden_size
-        return dict(w_rz=params.w_hh[:, :2 * H], w_n=params.w_hh[:, 2 * H:])
+        return dict(w_rz=params.w_hh[:, : 2 * H], w_n=params.w_hh[:, 2 * H :])
 
     state = _GRUAfterSpec.state
     carry = _GRUAfterSpec.carry
@@ -357,9 +369,9 @@ class _GRUClassicSpec:
         cdt, H, h = self.cell.dtype, self.cell.hidden_size, state[0]
         acc = xp.dtype
         h_prev = h.astype(acc)
-        rz = _sigmoid(xp[..., :2 * H] + matmul(h, P["w_rz"], cdt, acc))
+        rz = _sigmoid(xp[..., : 2 * H] + matmul(h, P["w_rz"], cdt, acc))
         r, z = rz[..., :H], rz[..., H:]
-        n = jnp.tanh(xp[..., 2 * H:] + matmul(r * h_prev, P["w_n"], cdt, acc))
+        n = jnp.tanh(xp[..., 2 * H :] + matmul(r * h_prev, P["w_n"], cdt, acc))
         h_new = (1.0 - z) * h_prev + z * n
         return (h_new.astype(h.dtype),), (rz, n)
 
@@ -380,8 +392,10 @@ class _GRUClassicSpec:
         cdt, H = self.cell.dtype, self.cell.hidden_size
         da_rz, dpre_n = factors
         u = res[0][..., :H] * states_prev[0].astype(da_rz.dtype)  # r * h_prev, all steps
-        dP = dict(w_rz=_outer_sum(states_prev[0], da_rz, cdt, P["w_rz"].dtype),
-                  w_n=_outer_sum(u, dpre_n, cdt, P["w_n"].dtype))
+        dP = dict(
+            w_rz=_outer_sum(states_prev[0], da_rz, cdt, P["w_rz"].dtype),
+            w_n=_outer_sum(u, dpre_n, cdt, P["w_n"].dtype),
+        )
         return dP, jnp.concatenate([da_rz, dpre_n], axis=-1)
 
 
@@ -438,7 +452,7 @@ _PROJECT_IN_LOOP: bool | None = None
 # 1.5 MB and 6.3 MB of weights (H=256, H=512) per-step work was 25-30 % cheaper; with 25 MB
 # (H=1024, I=512) the weight-gradient accumulators stream through memory every step and the
 # hoisted/after-the-loop matmuls were 25 % cheaper.
-_PER_STEP_MAX_BYTES = 12 * 2 ** 20
+_PER_STEP_MAX_BYTES = 12 * 2**20
 
 
 def _per_step_weights(params) -> bool:
@@ -477,8 +491,9 @@ def _run_fwd(spec, P, state0, xps, mask, unroll, params=None):
 
 def _shift(state0, states):
     """States before each step: ``[s0, s_0, ..., s_{T-2}]``."""
-    return tuple(jnp.concatenate([s0[None], s[:-1]], axis=0)
-                 for s0, s in zip(state0, states, strict=True))
+    return tuple(
+        jnp.concatenate([s0[None], s[:-1]], axis=0) for s0, s in zip(state0, states, strict=True)
+    )
 
 
 def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
@@ -496,13 +511,12 @@ def _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs, unroll):
         dprev, factors, dsmall = spec.bwd_step(PT, r, sp, st, xp, d_in)
         if m is not None:
             # a skipped step passes its carry gradient through; its own grads are zero
-            dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate,
-                                                                         strict=True))
+            dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate, strict=True))
         return dprev, (factors, dsmall)
 
-    dstate0, (factors, dsmall) = lax.scan(body, dfinal,
-                                          (res, states_prev, states, xp_in, dhs, mask),
-                                          reverse=True, unroll=unroll)
+    dstate0, (factors, dsmall) = lax.scan(
+        body, dfinal, (res, states_prev, states, xp_in, dhs, mask), reverse=True, unroll=unroll
+    )
     dsmall = jax.tree_util.tree_map(lambda d: jnp.sum(d, axis=0), dsmall)
     dP, dxps = spec.wgrad(P, states_prev, res, factors, dsmall, xps)
     return dstate0, dP, dxps
@@ -534,11 +548,16 @@ def _run_bwd_in_loop(spec, P, params, state0, states, res, xs, mask, dfinal, dhs
             d_in = tuple(jnp.where(_bcast(m, d), d, jnp.zeros((), d.dtype)) for d in dstate)
         dprev, factors, dsmall = spec.bwd_step(PT, r, sp, st, None, d_in)
         if m is not None:
-            dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate,
-                                                                         strict=True))
+            dprev = tuple(jnp.where(_bcast(m, p), p, d) for p, d in zip(dprev, dstate, strict=True))
         one = lambda a: a[None]  # noqa: E731
-        dP, dxp = spec.wgrad(P, jax.tree_util.tree_map(one, sp), jax.tree_util.tree_map(one, r),
-                             jax.tree_util.tree_map(one, factors), dsmall, None)
+        dP, dxp = spec.wgrad(
+            P,
+            jax.tree_util.tree_map(one, sp),
+            jax.tree_util.tree_map(one, r),
+            jax.tree_util.tree_map(one, factors),
+            dsmall,
+            None,
+        )
         if _X_TRANSPOSED:
             x = jnp.swapaxes(x, 0, 1)
         xp, pull = jax.vjp(spec.cell.project_inputs, params, x)
@@ -548,9 +567,13 @@ def _run_bwd_in_loop(spec, P, params, state0, states, res, xs, mask, dfinal, dhs
     # Handing the loop x_t^T ([I, B], transposed once outside) lets XLA:CPU run the per-step
     # dW_ih += x_t^T @ da as a canonical matmul instead of a transposed-operand dot.
     xs_in = jnp.swapaxes(xs, 1, 2) if _X_TRANSPOSED else xs
-    (dstate0, dP, dpar), dxs = lax.scan(body, (dfinal, zero_dP, zero_dparams),
-                                        (res, states_prev, states, xs_in, dhs, mask),
-                                        reverse=True, unroll=unroll)
+    (dstate0, dP, dpar), dxs = lax.scan(
+        body,
+        (dfinal, zero_dP, zero_dparams),
+        (res, states_prev, states, xs_in, dhs, mask),
+        reverse=True,
+        unroll=unroll,
+    )
     return dstate0, dP, dpar, dxs
 
 
@@ -582,8 +605,9 @@ def _core_fwd(static, params, state0, xs, mask):
             if _project_in_loop(params):
                 final, states, _ = _run_fwd(spec, P, state, x, m, static.unroll, params)
             else:
-                final, states, _ = _run_fwd(spec, P, state, spec.cell.project_inputs(params, x),
-                                            m, static.unroll)
+                final, states, _ = _run_fwd(
+                    spec, P, state, spec.cell.project_inputs(params, x), m, static.unroll
+                )
             return final, (state, states[0])
 
         final, (starts, hs) = lax.scan(chunk_body, state0, (xs_c, mask_c))
@@ -620,25 +644,28 @@ def _core_bwd(static, residuals, cts):
                 _, states, res = _run_fwd(spec, P, start, x, m, static.unroll, params)
             else:
                 _, states, res = _run_fwd(spec, P, start, xps, m, static.unroll)
-            dstart, dP, dxps = _run_bwd(spec, P, start, states, res, xps, m, dstate, dy,
-                                        static.unroll)
+            dstart, dP, dxps = _run_bwd(
+                spec, P, start, states, res, xps, m, dstate, dy, static.unroll
+            )
             dparams_proj, dx = pull_proj(dxps.astype(xps.dtype))
             return (dstart, _add(dP_acc, dP), _add(dparams_acc, dparams_proj)), dx
 
         (dstate0, dP, dparams), dxs = lax.scan(
-            chunk_body, (dfinal, zero_dP, zero_dparams), (starts, xs_c, mask_c, dhs_c),
-            reverse=True)
+            chunk_body, (dfinal, zero_dP, zero_dparams), (starts, xs_c, mask_c, dhs_c), reverse=True
+        )
         dxs = dxs.reshape(xs.shape)
         dparams = _add(dparams, pull_prep(dP)[0])
         return dparams, dstate0, dxs, None
     params, state0, states, res, xps, xs, mask = residuals
     P, pull_prep = jax.vjp(spec.prepare, params)
     if _wgrad_in_loop(params):
-        dstate0, dP, dparams_proj, dxs = _run_bwd_in_loop(spec, P, params, state0, states, res,
-                                                          xs, mask, dfinal, dhs, static.unroll)
+        dstate0, dP, dparams_proj, dxs = _run_bwd_in_loop(
+            spec, P, params, state0, states, res, xs, mask, dfinal, dhs, static.unroll
+        )
         return _add(dparams_proj, pull_prep(dP)[0]), dstate0, dxs, None
-    dstate0, dP, dxps = _run_bwd(spec, P, state0, states, res, xps, mask, dfinal, dhs,
-                                 static.unroll)
+    dstate0, dP, dxps = _run_bwd(
+        spec, P, state0, states, res, xps, mask, dfinal, dhs, static.unroll
+    )
     # The projection's VJP: dW_ih = xs^T @ dxps and dxs = dxps @ W_ih^T, two large matmuls
     # (its primal output is unused here, so XLA drops the recomputation).
     xps_like, pull_proj = jax.vjp(spec.cell.project_inputs, params, xs)

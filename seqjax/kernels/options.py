@@ -57,7 +57,8 @@ class KernelOptions:
 
 
 _OPTIONS: contextvars.ContextVar[KernelOptions] = contextvars.ContextVar(
-    "seqjax_kernel_options", default=KernelOptions())  # noqa: B039 (frozen dataclass)
+    "seqjax_kernel_options", default=KernelOptions()
+)  # noqa: B039 (frozen dataclass)
 
 
 def current() -> KernelOptions:

@@ -71,19 +71,23 @@ def _checksums(tree: PyTree) -> dict[str, int] | None:
     return {_path_name(p): _crc(x) for p, x in leaves}
 
 
-def _describe_differences(saved: Mapping[str, tuple], expected: Mapping[str, tuple],
-                          limit: int = 10) -> list[str]:
+def _describe_differences(
+    saved: Mapping[str, tuple], expected: Mapping[str, tuple], limit: int = 10
+) -> list[str]:
     lines = []
     for name in sorted(set(saved) | set(expected)):
         a, b = saved.get(name), expected.get(name)
         if a is None:
-            lines.append(f"  {name}: missing from the checkpoint (model expects shape {b[0]} "
-                         f"{b[1]})")
+            lines.append(
+                f"  {name}: missing from the checkpoint (model expects shape {b[0]} {b[1]})"
+            )
         elif b is None:
             lines.append(f"  {name}: in the checkpoint (shape {a[0]} {a[1]}) but not in the model")
         elif tuple(a[0]) != tuple(b[0]) or a[1] != b[1]:
-            lines.append(f"  {name}: checkpoint has shape {tuple(a[0])} {a[1]}, model expects "
-                         f"{tuple(b[0])} {b[1]}")
+            lines.append(
+                f"  {name}: checkpoint has shape {tuple(a[0])} {a[1]}, model expects "
+                f"{tuple(b[0])} {b[1]}"
+            )
     if len(lines) > limit:
         lines = lines[:limit] + [f"  ... and {len(lines) - limit} more"]
     return lines
@@ -122,8 +126,16 @@ class Checkpointer:
       0
     """
 
-    def __init__(self, directory: str | os.PathLike, *, keep: int = 3, keep_best: int = 1,
-                 best_metric: str = "loss", best_mode: str = "min", async_save: bool = True):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        keep_best: int = 1,
+        best_metric: str = "loss",
+        best_mode: str = "min",
+        async_save: bool = True,
+    ):
         directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise ValueError(f"checkpoint directory {directory!r} exists and is not a directory")
@@ -135,16 +147,22 @@ class Checkpointer:
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         os.makedirs(directory, exist_ok=True)
         if not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
-            raise PermissionError(f"checkpoint directory {directory!r} is not readable and "
-                                  f"writable by this process")
+            raise PermissionError(
+                f"checkpoint directory {directory!r} is not readable and writable by this process"
+            )
         self.directory = directory
         self.best_metric = best_metric
         self.best_mode = best_mode
         policies: list[Any] = [pp.LatestN(keep)]
         if keep_best:
-            policies.append(pp.BestN(get_metric_fn=self._metric_value,
-                                     reverse=(best_mode == "min"), n=keep_best,
-                                     keep_checkpoints_without_metrics=False))
+            policies.append(
+                pp.BestN(
+                    get_metric_fn=self._metric_value,
+                    reverse=(best_mode == "min"),
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
         self._options = ocp.CheckpointManagerOptions(
             preservation_policy=pp.AnyPreservationPolicy(policies),
             # best_fn makes Orbax write the metrics to disk, so the best checkpoint is still
@@ -157,8 +175,9 @@ class Checkpointer:
         self._open()
 
     def _open(self) -> None:
-        self._manager = ocp.CheckpointManager(self.directory, options=self._options,
-                                              item_names=("state", "config", "integrity"))
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=self._options, item_names=("state", "config", "integrity")
+        )
 
     def _metric_value(self, metrics: Mapping[str, Any]) -> float:
         value = metrics.get(self.best_metric)
@@ -186,8 +205,9 @@ class Checkpointer:
             if not metrics or self.best_metric not in metrics:
                 continue
             v = float(metrics[self.best_metric])
-            if best_value is None or (v < best_value if self.best_mode == "min"
-                                      else v > best_value):
+            if best_value is None or (
+                v < best_value if self.best_mode == "min" else v > best_value
+            ):
                 best, best_value = step, v
         return best
 
@@ -196,12 +216,20 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         if step is None:
             return None
-        return self._manager.restore(step, args=ocp.args.Composite(
-            config=ocp.args.JsonRestore()))["config"]
+        return self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+            "config"
+        ]
 
     # --- save --------------------------------------------------------------------------
-    def save(self, state: PyTree, *, step: int | None = None, config: Any = None,
-             metrics: Mapping[str, float] | None = None, force: bool = True) -> bool:
+    def save(
+        self,
+        state: PyTree,
+        *,
+        step: int | None = None,
+        config: Any = None,
+        metrics: Mapping[str, float] | None = None,
+        force: bool = True,
+    ) -> bool:
         """Saves ``state`` (asynchronously unless ``async_save=False``).
 
         Args:
@@ -222,16 +250,19 @@ class Checkpointer:
             return False
         if config is not None and not isinstance(config, dict):
             config = config_to_dict(config)
-        integrity = {"signature": {k: [list(s), d] for k, (s, d) in
-                                   leaf_signature(state).items()},
-                     "crc32": _checksums(state), "saved_at": time.time()}
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                  config=ocp.args.JsonSave(config or {}),
-                                  integrity=ocp.args.JsonSave(integrity))
+        integrity = {
+            "signature": {k: [list(s), d] for k, (s, d) in leaf_signature(state).items()},
+            "crc32": _checksums(state),
+            "saved_at": time.time(),
+        }
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(config or {}),
+            integrity=ocp.args.JsonSave(integrity),
+        )
         # Steps without validation metrics get {}: ranked last by best-retention (Orbax
         # would log a warning for None when best_fn is set).
-        clean_metrics = {k: float(v) for k, v in (metrics or {}).items()
-                         if np.isfinite(float(v))}
+        clean_metrics = {k: float(v) for k, v in (metrics or {}).items() if np.isfinite(float(v))}
         return bool(self._manager.save(step, args=args, metrics=clean_metrics, force=force))
 
     def wait(self) -> None:
@@ -262,14 +293,17 @@ class Checkpointer:
         if diff:
             raise IncompatibleCheckpointError(
                 f"checkpoint step {step} in {self.directory} does not match the model "
-                f"(was it written by a different configuration?):\n" + "\n".join(diff)
+                f"(was it written by a different configuration?):\n"
+                + "\n".join(diff)
                 + "\nNothing was restored or overwritten; use a new run directory or restore "
-                  "the original configuration.")
+                "the original configuration."
+            )
 
     def _saved_signature(self, step: int) -> dict[str, tuple[tuple[int, ...], str]]:
         path = os.path.join(self.directory, str(step), "integrity")
-        info = self._manager.restore(step, args=ocp.args.Composite(
-            integrity=ocp.args.JsonRestore()))["integrity"]
+        info = self._manager.restore(
+            step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore())
+        )["integrity"]
         if not isinstance(info, dict) or "signature" not in info:
             raise ValueError(f"integrity record of step {step} unreadable ({path})")
         return {k: (tuple(v[0]), v[1]) for k, v in info["signature"].items()}
@@ -279,12 +313,15 @@ class Checkpointer:
             return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s)
 
         if shardings is None:
-            abs_target = jax.tree.map(
-                lambda x: abstract(x, getattr(x, "sharding", None)), target)
+            abs_target = jax.tree.map(lambda x: abstract(x, getattr(x, "sharding", None)), target)
         else:
             abs_target = jax.tree.map(abstract, target, shardings)
-        out = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abs_target), integrity=ocp.args.JsonRestore()))
+        out = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abs_target), integrity=ocp.args.JsonRestore()
+            ),
+        )
         state, info = out["state"], out["integrity"]
         expected = info.get("crc32") if isinstance(info, dict) else None
         if expected:
@@ -308,8 +345,9 @@ class Checkpointer:
         self._open()
         return dst
 
-    def restore(self, target: PyTree, step: int | None = None, *,
-                shardings: PyTree | None = None) -> tuple[PyTree, int | None]:
+    def restore(
+        self, target: PyTree, step: int | None = None, *, shardings: PyTree | None = None
+    ) -> tuple[PyTree, int | None]:
         """Restores the newest readable checkpoint (or ``step``) into ``target``'s structure.
 
         Every candidate is first checked for compatibility (leaf names, shapes, dtypes), then
@@ -336,8 +374,9 @@ class Checkpointer:
         steps = self.all_steps()
         if step is not None:
             if step not in steps:
-                raise FileNotFoundError(f"no checkpoint step {step} in {self.directory}; "
-                                        f"available: {steps}")
+                raise FileNotFoundError(
+                    f"no checkpoint step {step} in {self.directory}; available: {steps}"
+                )
             self.check_compatible(target, step)
             return self._restore_step(target, step, shardings), step
         failures = []
@@ -356,16 +395,21 @@ class Checkpointer:
                 failures.append((s, e))
                 self._warn_and_quarantine(s, e)
         if failures:
-            raise RuntimeError(f"no checkpoint in {self.directory} could be restored: "
-                               + "; ".join(f"step {s}: {e}" for s, e in failures))
+            raise RuntimeError(
+                f"no checkpoint in {self.directory} could be restored: "
+                + "; ".join(f"step {s}: {e}" for s, e in failures)
+            )
         return target, None
 
     def _warn_and_quarantine(self, step: int, error: Exception) -> None:
         dst = self._quarantine(step)
-        warnings.warn(f"checkpoint step {step} in {self.directory} is corrupt or half-written "
-                      f"({type(error).__name__}: {str(error)[:300]}); moved it to {dst} and "
-                      f"falling back to the previous checkpoint", CheckpointCorruptWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"checkpoint step {step} in {self.directory} is corrupt or half-written "
+            f"({type(error).__name__}: {str(error)[:300]}); moved it to {dst} and "
+            f"falling back to the previous checkpoint",
+            CheckpointCorruptWarning,
+            stacklevel=3,
+        )
 
 
 def read_saved_config(directory: str | os.PathLike, step: int | None = None) -> dict[str, Any]:

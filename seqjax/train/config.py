@@ -209,8 +209,9 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: "
-                         f"{sorted(fields)}")
+        raise ValueError(
+            f"unknown config key(s) {unknown} for {cls.__name__}; valid keys: {sorted(fields)}"
+        )
     kwargs = {}
     for name, v in values.items():
         tp = hints.get(name, Any)
@@ -415,8 +416,7 @@ def _valid_keys(config: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def _set_path(config: Any, path: list[str], full: str, text: str | None,
-              valid: list[str]) -> Any:
+def _set_path(config: Any, path: list[str], full: str, text: str | None, valid: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(config) if f.init}
     name = path[0]
     if name not in fields:
@@ -424,10 +424,12 @@ def _set_path(config: Any, path: list[str], full: str, text: str | None,
     current = getattr(config, name)
     if len(path) > 1:
         if not (dataclasses.is_dataclass(current) and not isinstance(current, type)):
-            raise ValueError(f"unknown config key {full!r}: {name!r} is not a nested config; "
-                             f"valid keys: {valid}")
+            raise ValueError(
+                f"unknown config key {full!r}: {name!r} is not a nested config; valid keys: {valid}"
+            )
         return dataclasses.replace(
-            config, **{name: _set_path(current, path[1:], full, text, valid)})
+            config, **{name: _set_path(current, path[1:], full, text, valid)}
+        )
     tp = typing.get_type_hints(type(config)).get(name, Any)
     if text is None:
         if tp is bool or (_union_args(tp) and bool in _union_args(tp)):

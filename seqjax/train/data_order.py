@@ -38,8 +38,10 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int = 0) 
       [0, 1, 2, 3, 4, 5]
     """
     if step < 0 or num_examples < 1 or batch_size < 1:
-        raise ValueError(f"need step >= 0, num_examples >= 1, batch_size >= 1; got step={step}, "
-                         f"num_examples={num_examples}, batch_size={batch_size}")
+        raise ValueError(
+            f"need step >= 0, num_examples >= 1, batch_size >= 1; got step={step}, "
+            f"num_examples={num_examples}, batch_size={batch_size}"
+        )
     start = step * batch_size
     positions = np.arange(start, start + batch_size)
     epochs = positions // num_examples
@@ -82,12 +84,16 @@ def stream_window(streams: np.ndarray, step: int, seq_len: int) -> dict[str, np.
         raise ValueError(f"streams must be [B, N], got shape {streams.shape}")
     n_windows = (streams.shape[1] - 1) // seq_len if seq_len >= 1 else 0
     if seq_len < 1 or n_windows < 1:
-        raise ValueError(f"seq_len must be in [1, N - 1] = [1, {streams.shape[1] - 1}], got "
-                         f"{seq_len}")
+        raise ValueError(
+            f"seq_len must be in [1, N - 1] = [1, {streams.shape[1] - 1}], got {seq_len}"
+        )
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
     k = step % n_windows
     lo = k * seq_len
     reset = np.full((streams.shape[0],), k == 0)
-    return {"inputs": streams[:, lo:lo + seq_len], "targets": streams[:, lo + 1:lo + seq_len + 1],
-            "reset": reset}
+    return {
+        "inputs": streams[:, lo : lo + seq_len],
+        "targets": streams[:, lo + 1 : lo + seq_len + 1],
+        "reset": reset,
+    }

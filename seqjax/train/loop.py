@@ -83,19 +83,24 @@ def check_workdir(workdir: str | os.PathLike, *, must_exist: bool = False) -> st
         except OSError as e:
             raise PermissionError(f"cannot create run directory {path!r}: {e}") from e
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-        raise PermissionError(f"run directory {path!r} is not readable and writable by this "
-                              f"process")
+        raise PermissionError(
+            f"run directory {path!r} is not readable and writable by this process"
+        )
     return path
 
 
 def _check_config(config: Any) -> None:
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
-        raise TypeError(f"config must be a dataclass instance (e.g. a TrainConfig subclass), got "
-                        f"{type(config).__name__}")
+        raise TypeError(
+            f"config must be a dataclass instance (e.g. a TrainConfig subclass), got "
+            f"{type(config).__name__}"
+        )
     missing = [f for f in _REQUIRED_FIELDS if not hasattr(config, f)]
     if missing:
-        raise TypeError(f"config {type(config).__name__} lacks the training fields {missing}; "
-                        f"subclass seqjax.train.TrainConfig")
+        raise TypeError(
+            f"config {type(config).__name__} lacks the training fields {missing}; "
+            f"subclass seqjax.train.TrainConfig"
+        )
     for name in ("total_steps", "batch_size", "log_every", "keep"):
         v = getattr(config, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -146,8 +151,9 @@ def evaluate(
 def state_shardings_like_carry(carry: PyTree, mesh: Mesh) -> PyTree:
     from seqjax.train.sharding import batch_sharding, replicated
 
-    return jax.tree.map(lambda x: batch_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh),
-                        carry)
+    return jax.tree.map(
+        lambda x: batch_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh), carry
+    )
 
 
 def train_loop(
@@ -235,14 +241,21 @@ def train_loop(
     state = TrainState.create(init_params(params_key), optimizer, state_key, carry=init_carry)
     state = place_state(state, mesh)
 
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep,
-                        keep_best=config.keep_best, best_metric=config.best_metric,
-                        best_mode=config.best_mode, async_save=config.async_checkpointing)
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=config.keep,
+        keep_best=config.keep_best,
+        best_metric=config.best_metric,
+        best_mode=config.best_mode,
+        async_save=config.async_checkpointing,
+    )
     resumed_from = None
     existing = ckpt.all_steps()
     if resume == "never" and existing:
-        raise FileExistsError(f"{workdir} already holds checkpoints {existing}; resume='never' "
-                              f"refuses to overwrite them")
+        raise FileExistsError(
+            f"{workdir} already holds checkpoints {existing}; resume='never' "
+            f"refuses to overwrite them"
+        )
     if resume == "require" and not existing:
         raise FileNotFoundError(f"no checkpoint to resume from in {workdir}/checkpoints")
     if existing:
@@ -252,15 +265,20 @@ def train_loop(
             diff = config_diff(saved, config_dict)
             say(f"resuming from checkpoint step {resumed_from} in {ckpt.directory}", flush=True)
             if diff:
-                say("config differs from the checkpoint's: " + ", ".join(
-                    f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items())),
-                    flush=True)
+                say(
+                    "config differs from the checkpoint's: "
+                    + ", ".join(
+                        f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diff.items())
+                    ),
+                    flush=True,
+                )
     start = int(to_host(state.step))
     if is_main:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config_dict, f, indent=2, sort_keys=True)
-    writer = MetricWriter(workdir, resume_step=start if resumed_from is not None else 0,
-                          active=is_main)
+    writer = MetricWriter(
+        workdir, resume_step=start if resumed_from is not None else 0, active=is_main
+    )
 
     train_step = make_train_step(loss_fn, optimizer, mesh=mesh)
     eval_step = make_eval_step(loss_fn) if eval_batches is not None else None
@@ -285,7 +303,8 @@ def train_loop(
             done = step + 1
             do_log = done % config.log_every == 0 or done == total
             do_eval = eval_step is not None and (
-                (config.eval_every and done % config.eval_every == 0) or done == total)
+                (config.eval_every and done % config.eval_every == 0) or done == total
+            )
             do_save = (config.save_every and done % config.save_every == 0) or done == total
             if do_log or do_eval or do_save:
                 bad = int(to_host(state.nonfinite_step))
@@ -297,26 +316,33 @@ def train_loop(
                 sums = to_host(acc)
                 now = time.perf_counter()
                 train_metrics = summarize_metrics(sums)
-                train_metrics["tokens_per_sec"] = float(sums["count"]) / max(now - window_start,
-                                                                            1e-9)
+                train_metrics["tokens_per_sec"] = float(sums["count"]) / max(
+                    now - window_start, 1e-9
+                )
                 with jax.numpy_dtype_promotion("standard"):
                     train_metrics["learning_rate"] = float(
-                        schedule(done // max(1, config.accumulate_steps)))
+                        schedule(done // max(1, config.accumulate_steps))
+                    )
                 writer.write(done, "train", train_metrics)
                 if pbar is not None:
-                    pbar.set_postfix(loss=f"{train_metrics['loss']:.4f}",
-                                     tok_s=f"{train_metrics['tokens_per_sec']:.3g}")
+                    pbar.set_postfix(
+                        loss=f"{train_metrics['loss']:.4f}",
+                        tok_s=f"{train_metrics['tokens_per_sec']:.3g}",
+                    )
                 acc, window_start = None, now
             if do_eval:
-                eval_metrics = evaluate(eval_step, state.params, eval_batches(), mesh,
-                                        eval_carry)
+                eval_metrics = evaluate(eval_step, state.params, eval_batches(), mesh, eval_carry)
                 writer.write(done, "eval", eval_metrics)
                 if pbar is None:
-                    say(f"step {done}: eval " + " ".join(
-                        f"{k}={v:.4g}" for k, v in eval_metrics.items()), flush=True)
+                    say(
+                        f"step {done}: eval "
+                        + " ".join(f"{k}={v:.4g}" for k, v in eval_metrics.items()),
+                        flush=True,
+                    )
             if do_save:
-                ckpt.save(state, step=done, config=config_dict,
-                          metrics=eval_metrics if do_eval else None)
+                ckpt.save(
+                    state, step=done, config=config_dict, metrics=eval_metrics if do_eval else None
+                )
             for hook in hooks:
                 hook(done, state)
             if pbar is not None:
@@ -331,6 +357,12 @@ def train_loop(
     png = None
     if is_main and os.path.exists(writer.path):
         png = plot_curves(writer.path)
-    return TrainResult(state=state, workdir=workdir, resumed_from=resumed_from,
-                       train_metrics=train_metrics, eval_metrics=eval_metrics, best_step=best,
-                       curves_png=png)
+    return TrainResult(
+        state=state,
+        workdir=workdir,
+        resumed_from=resumed_from,
+        train_metrics=train_metrics,
+        eval_metrics=eval_metrics,
+        best_step=best,
+        curves_png=png,
+    )

@@ -64,11 +64,14 @@ def make_schedule(
         main = optax.constant_schedule(learning_rate)
     elif schedule == "cosine":
         if total_steps is None or total_steps <= warmup_steps:
-            raise ValueError(f"the cosine schedule needs total_steps > warmup_steps, got "
-                             f"total_steps={total_steps}, warmup_steps={warmup_steps}")
+            raise ValueError(
+                f"the cosine schedule needs total_steps > warmup_steps, got "
+                f"total_steps={total_steps}, warmup_steps={warmup_steps}"
+            )
         _check_nonneg("end_lr_factor", end_lr_factor)
-        main = optax.cosine_decay_schedule(learning_rate, total_steps - warmup_steps,
-                                           alpha=end_lr_factor)
+        main = optax.cosine_decay_schedule(
+            learning_rate, total_steps - warmup_steps, alpha=end_lr_factor
+        )
     else:
         _check_nonneg("decay_every", decay_every, integer=True)
         _check_nonneg("decay_factor", decay_factor)
@@ -138,15 +141,24 @@ def make_optimizer(
     _check_nonneg("momentum", momentum)
     if clip_norm is not None:
         _check_nonneg("clip_norm", clip_norm)
-    if isinstance(accumulate_steps, bool) or not isinstance(accumulate_steps, int) \
-            or accumulate_steps < 1:
+    if (
+        isinstance(accumulate_steps, bool)
+        or not isinstance(accumulate_steps, int)
+        or accumulate_steps < 1
+    ):
         raise ValueError(f"accumulate_steps must be an int >= 1, got {accumulate_steps!r}")
     if callable(learning_rate):
         lr = learning_rate
     else:
-        lr = make_schedule(learning_rate, schedule, warmup_steps=warmup_steps,
-                           total_steps=total_steps, end_lr_factor=end_lr_factor,
-                           decay_factor=decay_factor, decay_every=decay_every)
+        lr = make_schedule(
+            learning_rate,
+            schedule,
+            warmup_steps=warmup_steps,
+            total_steps=total_steps,
+            end_lr_factor=end_lr_factor,
+            decay_factor=decay_factor,
+            decay_every=decay_every,
+        )
     parts: list[optax.GradientTransformation] = []
     if clip_norm:
         parts.append(optax.clip_by_global_norm(clip_norm))
@@ -199,10 +211,15 @@ def schedule_from_config(config: Any) -> optax.Schedule:
       The learning-rate schedule.
     """
     updates = max(1, config.total_steps // max(1, config.accumulate_steps))
-    return make_schedule(config.learning_rate, config.schedule,
-                         warmup_steps=config.warmup_steps, total_steps=updates,
-                         end_lr_factor=config.end_lr_factor, decay_factor=config.decay_factor,
-                         decay_every=config.decay_every)
+    return make_schedule(
+        config.learning_rate,
+        config.schedule,
+        warmup_steps=config.warmup_steps,
+        total_steps=updates,
+        end_lr_factor=config.end_lr_factor,
+        decay_factor=config.decay_factor,
+        decay_every=config.decay_every,
+    )
 
 
 def optimizer_from_config(config: Any) -> optax.GradientTransformation:
@@ -218,6 +235,11 @@ def optimizer_from_config(config: Any) -> optax.GradientTransformation:
       >>> from seqjax.train import TrainConfig
       >>> opt = optimizer_from_config(TrainConfig(optimizer="sgd", learning_rate=0.1))
     """
-    return make_optimizer(config.optimizer, schedule_from_config(config),
-                          clip_norm=config.clip_norm or None, weight_decay=config.weight_decay,
-                          momentum=config.momentum, accumulate_steps=config.accumulate_steps)
+    return make_optimizer(
+        config.optimizer,
+        schedule_from_config(config),
+        clip_norm=config.clip_norm or None,
+        weight_decay=config.weight_decay,
+        momentum=config.momentum,
+        accumulate_steps=config.accumulate_steps,
+    )

@@ -102,17 +102,23 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
     leaves = [x for x in jax.tree.leaves(batch) if np.ndim(x) >= 1]
     sizes = {int(np.shape(x)[0]) for x in leaves}
     if len(sizes) > 1:
-        raise ValueError(f"all batch arrays must share the leading (batch) size, got sizes "
-                         f"{sorted(sizes)}")
+        raise ValueError(
+            f"all batch arrays must share the leading (batch) size, got sizes {sorted(sizes)}"
+        )
     n_local = _num_shards(mesh) // max(1, jax.process_count())
     if sizes and next(iter(sizes)) % max(1, n_local) != 0:
-        raise ValueError(f"batch size {next(iter(sizes))} is not divisible by the "
-                         f"{n_local} devices of this process; choose a multiple of {n_local}")
+        raise ValueError(
+            f"batch size {next(iter(sizes))} is not divisible by the "
+            f"{n_local} devices of this process; choose a multiple of {n_local}"
+        )
     if jax.process_count() == 1:
         return jax.tree.map(lambda x: jax.device_put(x, _leaf_sharding(x, mesh, True)), batch)
     return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(_leaf_sharding(x, mesh, True),
-                                                         np.asarray(x)), batch)
+        lambda x: jax.make_array_from_process_local_data(
+            _leaf_sharding(x, mesh, True), np.asarray(x)
+        ),
+        batch,
+    )
 
 
 def state_shardings(state: PyTree, mesh: Mesh) -> PyTree:
@@ -129,8 +135,7 @@ def state_shardings(state: PyTree, mesh: Mesh) -> PyTree:
     rep = replicated(mesh)
     out = jax.tree.map(lambda _: rep, state)
     if getattr(state, "carry", None) is not None:
-        out = out.replace(carry=jax.tree.map(lambda x: _leaf_sharding(x, mesh, True),
-                                             state.carry))
+        out = out.replace(carry=jax.tree.map(lambda x: _leaf_sharding(x, mesh, True), state.carry))
     return out
 
 
@@ -152,8 +157,10 @@ def place_state(state: PyTree, mesh: Mesh) -> PyTree:
         n = _num_shards(mesh)
         for leaf in jax.tree.leaves(carry):
             if np.ndim(leaf) >= 1 and np.shape(leaf)[0] % n:
-                raise ValueError(f"the carry's batch size {np.shape(leaf)[0]} is not divisible "
-                                 f"by the {n} devices of the mesh")
+                raise ValueError(
+                    f"the carry's batch size {np.shape(leaf)[0]} is not divisible "
+                    f"by the {n} devices of the mesh"
+                )
     return jax.device_put(state, state_shardings(state, mesh))
 
 
@@ -183,8 +190,9 @@ def to_host(tree: PyTree) -> PyTree:
     def fetch(x):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             if not x.is_fully_replicated:
-                raise ValueError(f"cannot fetch an array of shape {x.shape} sharded across "
-                                 f"processes to one host")
+                raise ValueError(
+                    f"cannot fetch an array of shape {x.shape} sharded across processes to one host"
+                )
             return np.asarray(x.addressable_data(0))
         return np.asarray(jax.device_get(x))
 

@@ -38,8 +38,9 @@ def as_key_data(rng: Any) -> Array:
         return jnp.array(jax.random.key_data(rng), copy=True)
     if isinstance(rng, (jax.Array, np.ndarray)) and rng.dtype == jnp.uint32:
         return jnp.array(rng, copy=True)
-    raise TypeError(f"rng must be an int seed, a jax.random.key or uint32 key data, got "
-                    f"{type(rng).__name__}")
+    raise TypeError(
+        f"rng must be an int seed, a jax.random.key or uint32 key data, got {type(rng).__name__}"
+    )
 
 
 @flax.struct.dataclass
@@ -68,8 +69,13 @@ class TrainState:
     carry: PyTree = None
 
     @classmethod
-    def create(cls, params: PyTree, optimizer: optax.GradientTransformation, rng: Any = 0,
-               carry: PyTree = None) -> TrainState:
+    def create(
+        cls,
+        params: PyTree,
+        optimizer: optax.GradientTransformation,
+        rng: Any = 0,
+        carry: PyTree = None,
+    ) -> TrainState:
         """Starts a run at step 0.
 
         The state holds ``params`` itself (no copy): a donating train step frees these
@@ -95,11 +101,17 @@ class TrainState:
           (0, dtype('uint32'))
         """
         if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-            raise TypeError(f"optimizer must be an optax.GradientTransformation, got "
-                            f"{type(optimizer).__name__}")
-        return cls(step=jnp.zeros((), jnp.int32), params=params,
-                   opt_state=optimizer.init(params), rng=as_key_data(rng),
-                   nonfinite_step=jnp.full((), -1, jnp.int32), carry=carry)
+            raise TypeError(
+                f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+            )
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=optimizer.init(params),
+            rng=as_key_data(rng),
+            nonfinite_step=jnp.full((), -1, jnp.int32),
+            carry=carry,
+        )
 
     def step_key(self) -> Array:
         """The typed key of the current step: ``fold_in(key(rng), step)``."""

@@ -37,10 +37,14 @@ class NonFiniteError(FloatingPointError):
     def __init__(self, step: int, last_good_step: int | None = None, detail: str = ""):
         self.step = int(step)
         self.last_good_step = last_good_step
-        where = ("no checkpoint was written" if last_good_step is None
-                 else f"the last good checkpoint is step {last_good_step}")
-        super().__init__(f"non-finite loss or gradient at step {self.step}; training stopped "
-                         f"and {where}{detail}")
+        where = (
+            "no checkpoint was written"
+            if last_good_step is None
+            else f"the last good checkpoint is step {last_good_step}"
+        )
+        super().__init__(
+            f"non-finite loss or gradient at step {self.step}; training stopped and {where}{detail}"
+        )
 
 
 class LossOutput(NamedTuple):
@@ -88,8 +92,7 @@ def reset_carry(carry: PyTree, reset: Array, initial: PyTree | None = None) -> P
         raise TypeError(f"reset must be a boolean [B] array, got dtype {reset.dtype}")
     leaves = jax.tree.leaves(carry)
     if leaves and (reset.ndim != 1 or reset.shape[0] != leaves[0].shape[0]):
-        raise ValueError(f"reset must have shape [B] = ({leaves[0].shape[0]},), got "
-                         f"{reset.shape}")
+        raise ValueError(f"reset must have shape [B] = ({leaves[0].shape[0]},), got {reset.shape}")
     if initial is None:
         initial = jax.tree.map(jnp.zeros_like, carry)
 
@@ -106,11 +109,15 @@ def _normalize(out: Any) -> LossOutput:
     elif isinstance(out, tuple) and 2 <= len(out) <= 4:
         res = LossOutput(*out)
     else:
-        raise TypeError(f"loss_fn must return a LossOutput(loss_sum, count, metrics, carry) or a "
-                        f"tuple (loss_sum, count[, metrics[, carry]]), got {type(out).__name__}")
+        raise TypeError(
+            f"loss_fn must return a LossOutput(loss_sum, count, metrics, carry) or a "
+            f"tuple (loss_sum, count[, metrics[, carry]]), got {type(out).__name__}"
+        )
     if jnp.ndim(res.loss_sum) != 0 or jnp.ndim(res.count) != 0:
-        raise ValueError(f"loss_fn must return scalar loss_sum and count, got shapes "
-                         f"{jnp.shape(res.loss_sum)} and {jnp.shape(res.count)}")
+        raise ValueError(
+            f"loss_fn must return scalar loss_sum and count, got shapes "
+            f"{jnp.shape(res.loss_sum)} and {jnp.shape(res.count)}"
+        )
     metrics = dict(res.metrics or {})
     clash = sorted(set(metrics) & set(_RESERVED))
     if clash:
@@ -123,19 +130,23 @@ def _normalize(out: Any) -> LossOutput:
 
 def _check_same_carry(old: PyTree, new: PyTree) -> None:
     if new is None:
-        raise ValueError("the state holds a TBPTT carry but loss_fn returned carry=None; return "
-                         "LossOutput(..., carry=new_carry)")
+        raise ValueError(
+            "the state holds a TBPTT carry but loss_fn returned carry=None; return "
+            "LossOutput(..., carry=new_carry)"
+        )
     so, sn = jax.tree.structure(old), jax.tree.structure(new)
     if so != sn:
         raise ValueError(f"loss_fn returned a carry of structure {sn}, expected {so}")
     for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True):
         if a.shape != b.shape or a.dtype != b.dtype:
-            raise ValueError(f"loss_fn returned a carry leaf {b.shape} {b.dtype}, expected "
-                             f"{a.shape} {a.dtype}")
+            raise ValueError(
+                f"loss_fn returned a carry leaf {b.shape} {b.dtype}, expected {a.shape} {a.dtype}"
+            )
 
 
-def _input_carry(state_carry: PyTree, batch: Any, reset_key: str | None,
-                 initial_carry: PyTree | None) -> PyTree:
+def _input_carry(
+    state_carry: PyTree, batch: Any, reset_key: str | None, initial_carry: PyTree | None
+) -> PyTree:
     # The carry is data, not a function of the parameters: gradients stop at the batch
     # boundary (truncated BPTT), so memory does not grow with the stream length.
     carry = jax.lax.stop_gradient(state_carry)
@@ -144,8 +155,9 @@ def _input_carry(state_carry: PyTree, batch: Any, reset_key: str | None,
     return carry
 
 
-def _call_loss(loss_fn: Callable, params: PyTree, batch: Any, rng: Any,
-               carry: PyTree) -> LossOutput:
+def _call_loss(
+    loss_fn: Callable, params: PyTree, batch: Any, rng: Any, carry: PyTree
+) -> LossOutput:
     if carry is None:
         return _normalize(loss_fn(params, batch, rng))
     out = _normalize(loss_fn(params, batch, rng, carry))
@@ -223,8 +235,9 @@ def make_train_step(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     if not hasattr(optimizer, "update"):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation, got "
-                        f"{type(optimizer).__name__}")
+        raise TypeError(
+            f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
 
     def train_step(state: TrainState, batch: Any) -> tuple[TrainState, dict[str, Array]]:
         rng = state.step_key()
@@ -240,8 +253,7 @@ def make_train_step(
 
         (_, out), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
-        finite = (jnp.isfinite(out.loss_sum) & jnp.isfinite(grad_norm)
-                  & (state.nonfinite_step < 0))
+        finite = jnp.isfinite(out.loss_sum) & jnp.isfinite(grad_norm) & (state.nonfinite_step < 0)
         # Optax mixes Python floats with int32 counters (``b1 ** count``); it is written for
         # standard promotion, so its update runs under it even when the caller is strict.
         with jax.numpy_dtype_promotion("standard"):
@@ -254,8 +266,9 @@ def make_train_step(
         new_carry = None
         if state.carry is not None:
             new_carry = keep(jax.lax.stop_gradient(out.carry), state.carry)
-        first_bad = jnp.where(state.nonfinite_step >= 0, state.nonfinite_step,
-                              jnp.where(finite, -1, state.step)).astype(jnp.int32)
+        first_bad = jnp.where(
+            state.nonfinite_step >= 0, state.nonfinite_step, jnp.where(finite, -1, state.step)
+        ).astype(jnp.int32)
         new_state = state.replace(
             step=jnp.where(finite, state.step + 1, state.step).astype(jnp.int32),
             params=keep(params, state.params),
@@ -275,8 +288,9 @@ def make_train_step(
 
     if not jit:
         return train_step
-    return jax.jit(train_step, donate_argnums=(0,) if donate else (),
-                   compiler_options=compiler_options)
+    return jax.jit(
+        train_step, donate_argnums=(0,) if donate else (), compiler_options=compiler_options
+    )
 
 
 def make_eval_step(

@@ -36,8 +36,14 @@ class MetricWriter:
       1.5
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None,
-                 tensorboard: bool = True, active: bool = True):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        *,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        active: bool = True,
+    ):
         workdir = os.fspath(workdir)
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._file = self._tb = None
@@ -113,8 +119,11 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
-def plot_curves(path: str | os.PathLike, png: str | os.PathLike | None = None,
-                metrics: tuple[str, ...] = ("loss",)) -> str:
+def plot_curves(
+    path: str | os.PathLike,
+    png: str | os.PathLike | None = None,
+    metrics: tuple[str, ...] = ("loss",),
+) -> str:
     """Plots learning curves (train and eval, one panel per metric) into a PNG.
 
     Args:
@@ -140,8 +149,11 @@ def plot_curves(path: str | os.PathLike, png: str | os.PathLike | None = None,
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
     for ax, name in zip(axes[0], metrics, strict=True):
         for split in sorted({r["split"] for r in records}):
-            pts = [(r["step"], r[name]) for r in records
-                   if r["split"] == split and isinstance(r.get(name), (int, float))]
+            pts = [
+                (r["step"], r[name])
+                for r in records
+                if r["split"] == split and isinstance(r.get(name), (int, float))
+            ]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker="o" if len(pts) < 30 else None, label=split)
