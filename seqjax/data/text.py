@@ -310,6 +310,10 @@ class Vocab:
     """
 
     symbols: tuple[str, ...]
+    # Lookup tables derived from ``symbols`` in ``__post_init__``; not part of equality or repr.
+    _sorted_codes: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
+    _sorted_ids: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
+    _array: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not isinstance(self.symbols, tuple) or not self.symbols or self.symbols[0] != UNK:
