@@ -7,7 +7,7 @@ Two tasks, both learnable in a few dozen steps by an LSTM with 8 units:
 - ``stream``: TBPTT over ``B`` fixed random token streams with the same target rule; the
   carry flows from window to window (``seqjax.train.stream_window``).
 
-Worker usage (see the subprocess tests in tests/test_train.py)::
+Worker usage (the subprocess tests in tests/test_train_loop.py and test_train_sharding.py)::
 
     python tests/_train_worker.py run WORKDIR [--kill_at_step K] [--task lm|stream] [overrides]
     python tests/_train_worker.py devices OUTDIR      # needs 8 host devices via XLA_FLAGS

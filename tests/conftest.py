@@ -29,3 +29,20 @@ def x64():
     """Runs a test with 64-bit floats enabled (references compared at 1e-6 and tighter)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def train_reference_run(tmp_path_factory):
+    """An uninterrupted 12-step run of the tiny LM task of ``tests/_train_worker.py``.
+
+    Saves at steps 3, 6, 9, 12. Shared by the ``test_train_*`` files (one run per session);
+    tests copy the directory before changing anything in it.
+
+    Returns:
+      ``(workdir, TrainResult, flat final parameters)``.
+    """
+    import _train_worker as tw
+
+    workdir = str(tmp_path_factory.mktemp("reference") / "run")
+    result = tw.run(tw.TinyConfig(), workdir)
+    return workdir, result, tw.flat_params(result.state.params)

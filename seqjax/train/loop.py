@@ -220,7 +220,7 @@ def train_loop(
       TypeError, ValueError: a config without the training fields or with bad values.
 
     Example:
-      >>> # see docs/training.md and tests/test_train.py for complete scripts
+      >>> # see docs/training.md and tests/test_train_loop.py for complete scripts
       >>> # result = train_loop(config, "runs/lm", init_params=init, loss_fn=loss,
       >>> #                     train_batch=lambda s: make_batch(s))
     """

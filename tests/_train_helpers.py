@@ -1,0 +1,78 @@
+"""Helpers shared by the ``tests/test_train_*.py`` files (not a test module).
+
+- :func:`worker`: runs ``tests/_train_worker.py`` in a subprocess (optionally with N fake
+  CPU devices, which must be set before JAX is imported, hence the subprocess);
+- :func:`last_json`, :func:`load_npz`: read what the worker printed and saved;
+- :func:`tensorboard_scalars`: reads tensorboardX event files back.
+
+The tiny models and tasks themselves live in ``tests/_train_worker.py``; the session-wide
+``train_reference_run`` fixture is in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+WORKER = os.path.join(os.path.dirname(__file__), "_train_worker.py")
+
+
+def worker_env(devices: int | None = None) -> dict[str, str]:
+    """The environment for a worker subprocess: CPU only, ``devices`` fake host devices."""
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    flags = [
+        f
+        for f in env.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
+    if devices is not None:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
+def worker(*args: str, devices: int | None = None, timeout: float = 300):
+    """Runs ``python tests/_train_worker.py *args``; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, WORKER, *args],
+        env=worker_env(devices),
+        timeout=timeout,
+        capture_output=True,
+        text=True,
+    )
+
+
+def last_json(stdout: str) -> dict:
+    """The last line of ``stdout`` that is a JSON object."""
+    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+    """An ``.npz`` file as a dict of arrays."""
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def tensorboard_scalars(directory: str) -> dict[tuple[int, str], float]:
+    """Reads scalar summaries from tensorboardX event files (TFRecord framing)."""
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for name in os.listdir(directory):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        i = 0
+        while i + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[i : i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12 : i + 12 + n])
+            i += 12 + n + 4
+            for v in event.summary.value:
+                out[(event.step, v.tag)] = v.simple_value
+    return out
