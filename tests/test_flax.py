@@ -20,6 +20,7 @@ from flax import nnx
 import seqjax
 from seqjax.flax import linen as sl
 from seqjax.flax import nnx as snnx
+from seqjax.regularization import variational_dropout, weight_drop
 
 B, T, F = 3, 6, 2
 LENGTHS = np.array([6, 3, 1], np.int32)
@@ -434,50 +435,138 @@ def test_flax_init_runs_in_seqjax_and_nnx_state_round_trips(xs):
     assert_tree_close(nmodel.seqjax_params(), new_params)
 
 
-# -- dropout --------------------------------------------------------------------------------------
-def test_dropout_randomness(xs):
-    cell = seqjax.stack([seqjax.SimpleRNN(4), seqjax.SimpleRNN(4)], dropout=0.5)
+# -- dropout and train / eval ---------------------------------------------------------------------
+DROPOUT_STACK = seqjax.stack([seqjax.SimpleRNN(4), seqjax.SimpleRNN(4)], dropout=0.5)
+
+
+def test_linen_dropout_randomness(xs):
+    cell = DROPOUT_STACK
     params = make_params(cell)
     model = sl.RNN(cell)
-    k1, k2, k3 = jax.random.key(1), jax.random.key(2), jax.random.key(3)
+    plain = sl.RNN(CELLS["gru"])
+    plain_params = make_params(CELLS["gru"])
+    k1, k2 = jax.random.key(1), jax.random.key(2)
 
     @jax.jit
-    def linen(variables, xs, k1, k2, k3):
+    def linen(variables, plain_variables, xs, k1, k2):
         def drop(k):
             return model.apply(variables, xs, deterministic=False, rngs={"dropout": k})
 
         return (
             seqjax.scan(cell, params, xs)[1],
-            seqjax.scan(cell, params, xs, key=k3)[1],
             model.apply(variables, xs),
             drop(k1),
             drop(k1),
             drop(k2),
+            # A cell without dropout needs no 'dropout' rng when not deterministic.
+            plain.apply(plain_variables, xs, deterministic=False),
+            seqjax.scan(CELLS["gru"], plain_params, xs)[1],
         )
 
-    clean, with_k3, ys, a, a_again, b = linen(model.to_variables(params), xs, k1, k2, k3)
-    np.testing.assert_allclose(ys, clean, **TOL)
+    clean, ys, a, a_again, b, plain_ys, plain_ref = linen(
+        model.to_variables(params), plain.to_variables(plain_params), xs, k1, k2
+    )
+    np.testing.assert_allclose(ys, clean, **TOL)  # deterministic by default
     np.testing.assert_array_equal(a, a_again)
     assert not np.allclose(a, clean) and not np.allclose(a, b)
+    np.testing.assert_allclose(plain_ys, plain_ref, **TOL)
     with pytest.raises(Exception, match="dropout"):
         jax.eval_shape(lambda: model.apply(model.to_variables(params), xs, deterministic=False))
 
-    @nnx.jit
-    def call(m, xs, key):
-        return m(xs), m(xs, deterministic=False, rngs=key), m(xs, deterministic=False)
 
-    with pytest.raises(ValueError, match="rngs"):
-        nnx.eval_shape(call, snnx.RNN(cell, params=params), xs, k3)
-    # A dropout stream from the constructor; .train() / nnx.view switch dropout on and off.
-    seeded = snnx.RNN(cell, params=params, rngs=nnx.Rngs(dropout=0))
-    ys, with_key, from_stream = call(seeded, xs, k3)
-    np.testing.assert_allclose(ys, clean, **TOL)
-    np.testing.assert_allclose(with_key, with_k3, **TOL)  # same key, same mask as seqjax.scan
-    assert not np.allclose(from_stream, clean)
-    assert not np.allclose(from_stream, call(seeded, xs, k3)[2])  # the stream advanced
-    seeded.train()
-    assert not seeded.deterministic
-    assert nnx.view(seeded, deterministic=True).deterministic
+class _Tagger(nnx.Module):
+    """An nnx model with the adapter inside: RNN -> Dropout -> Linear."""
+
+    def __init__(self, cell, params, rngs, **rnn_kwargs):
+        self.rnn = snnx.RNN(cell, params=params, rngs=rngs, **rnn_kwargs)
+        self.out = nnx.Linear(cell.output_size, 3, rngs=nnx.Rngs(params=0))
+
+    def __call__(self, xs, **kwargs):
+        return self.out(self.rnn(xs, **kwargs))
+
+
+def test_nnx_train_eval_follow_nnx_convention(xs):
+    """model.train() / model.eval() switch the adapter's dropout as they switch nnx.Dropout's."""
+    cell, params = DROPOUT_STACK, make_params(DROPOUT_STACK)
+    k3 = jax.random.key(3)
+    clean, with_k3 = jax.jit(
+        lambda p, x, k: (seqjax.scan(cell, p, x)[1], seqjax.scan(cell, p, x, key=k)[1])
+    )(params, xs, k3)
+
+    @nnx.jit
+    def run(model, xs):  # the adapter's outputs, without the readout
+        return model.rnn(xs)
+
+    @nnx.jit
+    def run_with(model, xs, key):
+        return model.rnn(xs, rngs=key), model.rnn(xs, deterministic=True)
+
+    model = _Tagger(cell, params, nnx.Rngs(0))
+    assert model.rnn.deterministic is False  # training mode by default, as nnx.Dropout
+    first, second = run(model, xs), run(model, xs)
+    assert not np.allclose(first, clean)  # dropout is active
+    assert not np.allclose(first, second)  # the stream advances: a fresh mask every call
+    ys_k3, ys_det = run_with(model, xs, k3)
+    np.testing.assert_allclose(ys_k3, with_k3, **TOL)  # a call's key wins over the stream
+    np.testing.assert_allclose(ys_det, clean, **TOL)  # and so does a call's deterministic
+    assert nnx.eval_shape(lambda m: m(xs), model).shape == (B, T, 3)
+
+    model.eval()
+    assert model.rnn.deterministic is True
+    e1, e2 = run(model, xs), run(model, xs)
+    np.testing.assert_array_equal(e1, e2)
+    np.testing.assert_allclose(e1, clean, **TOL)  # == seqjax.scan without key
+
+    model.train()
+    assert model.rnn.deterministic is False
+    assert not np.allclose(run(model, xs), clean)
+    view = nnx.view(model, deterministic=True)
+    assert view.rnn.deterministic is True and model.rnn.deterministic is False
+    np.testing.assert_allclose(run(view, xs), clean, **TOL)
+
+
+def test_nnx_dropout_needs_rngs_only_with_dropout(xs):
+    cell, params = DROPOUT_STACK, make_params(DROPOUT_STACK)
+    # Rngs(params=0) has no dropout stream (and no default one): fine until dropout is drawn.
+    model = _Tagger(cell, params, nnx.Rngs(params=0))
+    with pytest.raises(ValueError, match="no rngs"):
+        nnx.eval_shape(lambda m: m(xs), model)
+    model.eval()
+    assert nnx.eval_shape(lambda m: m(xs), model).shape == (B, T, 3)
+    # A named stream other than 'dropout'.
+    named = snnx.RNN(cell, params=params, rngs=nnx.Rngs(noise=1), rng_collection="noise")
+    assert named.rngs is not None
+    # A cell without dropout runs in training mode without any rngs, equal to seqjax.scan.
+    plain_cell = CELLS["gru"]
+    plain_params = make_params(plain_cell)
+    plain = snnx.RNN(plain_cell, params=plain_params)
+    assert plain.deterministic is False and plain.rngs is None
+    got, want = nnx.jit(lambda m, x: (m(x), seqjax.scan(plain_cell, plain_params, x)[1]))(plain, xs)
+    np.testing.assert_allclose(got, want, **TOL)
+    # deterministic=None (as nnx.Dropout allows) requires a value at the call.
+    undecided = snnx.RNN(plain_cell, params=plain_params, deterministic=None)
+    with pytest.raises(ValueError, match="deterministic"):
+        nnx.eval_shape(lambda m: m(xs), undecided)
+    with pytest.raises(TypeError, match="rngs"):
+        nnx.eval_shape(lambda m: m(xs, rngs="seed"), snnx.RNN(cell, params=params))
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        (seqjax.LSTM(3), False),
+        (seqjax.stack([seqjax.GRU(3), seqjax.GRU(3)]), False),  # splits the key, never uses it
+        (seqjax.bidirectional(seqjax.SimpleRNN(3)), False),
+        (DROPOUT_STACK, True),
+        (variational_dropout(seqjax.LSTM(3), input_rate=0.1), True),
+        (weight_drop(seqjax.LSTM(3), rate=0.2), True),
+    ],
+    ids=["lstm", "stack", "bidirectional", "stack_dropout", "variational", "weight_drop"],
+)
+def test_uses_key(cell, expected):
+    from seqjax.flax import _common
+
+    assert _common.uses_key(cell, F, jnp.dtype(jnp.float32)) is expected
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -1,6 +1,10 @@
 """Flax linen adapters: any seqjax cell as an ``nn.RNNCellBase``, and a whole-sequence module.
 
-Two modules, thin wrappers over the pure cells (DESIGN.md, "modules at the edge"):
+The modules are thin wrappers over the pure cells: the math of a step and of the time loop
+stays in the seqjax cell and :func:`seqjax.scan`; a module only declares the cell's parameters
+in Flax's ``'params'`` collection and calls the cell with them, so both give the same numbers.
+Complete examples (a tagger with a bidirectional LSTM, lengths, dropout, an Optax step) are in
+the project's ``docs/flax.md``. Two modules:
 
 - :class:`Cell` is an ``nn.RNNCellBase`` around any steppable seqjax cell, so it runs inside
   Flax's own ``nn.RNN`` (with ``seq_lengths``), ``nn.Bidirectional`` and hand-written loops.
@@ -29,18 +33,15 @@ with :func:`seqjax.scan`:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax.linen.recurrent import flip_sequences
 
-from seqjax import _checks
 from seqjax.cells.base import Cell as SeqCell
-from seqjax.combinators import Bidirectional as SeqBidirectional
+from seqjax.flax import _common
 from seqjax.scan import scan as seqjax_scan
 from seqjax.typing import Array, DType, PRNGKey, PyTree
 
@@ -130,20 +131,15 @@ def params_from_flax(cell: SeqCell, tree: Mapping[str, Any]) -> PyTree:
       >>> type(back).__name__, back.w_proj.shape
       ('LSTMParams', (4, 2))
     """
-    _check_cell(cell, "params_from_flax")
+    _common.check_cell(cell, "params_from_flax")
     if not isinstance(tree, Mapping):
         raise TypeError(f"params_from_flax expects a mapping of arrays, got {type(tree).__name__}")
-    template = _structure(cell)
+    template = _common.structure(cell)
     if set(tree) == {"params"} and "params" not in params_to_flax(template):
         tree = tree["params"]
     params = _from_dict(template, tree, "params")
-    _check_params(cell, params, None)
+    _common.check_params(cell, params, None)
     return params
-
-
-def _structure(cell: SeqCell) -> PyTree:
-    """The cell's parameter NamedTuple with ShapeDtypeStruct leaves (shapes for input size 1)."""
-    return jax.eval_shape(lambda: cell.init(jax.random.key(0), 1))
 
 
 def _from_dict(template: Any, tree: Any, path: str) -> Any:
@@ -175,68 +171,6 @@ def _from_dict(template: Any, tree: Any, path: str) -> Any:
     return tree
 
 
-def _check_params(cell: SeqCell, params: PyTree, in_features: int | None) -> None:
-    """Raises ValueError unless ``params`` has the structure and shapes ``cell.init`` gives.
-
-    The input size is ``in_features`` when given, otherwise read from ``params``.
-    """
-    template = _structure(cell)
-    got_def = jax.tree_util.tree_structure(params)
-    exp_def = jax.tree_util.tree_structure(template)
-    if got_def != exp_def:
-        raise ValueError(
-            f"params do not fit {type(cell).__name__}: structure {got_def}, expected {exp_def}"
-        )
-    n_in = cell.input_size(params)
-    if in_features is not None and n_in != in_features:
-        raise ValueError(
-            f"params were made for {n_in} input features, but in_features is {in_features}"
-        )
-    expected = jax.eval_shape(lambda: cell.init(jax.random.key(0), int(n_in)))
-    for (path, e), g in zip(
-        jax.tree_util.tree_leaves_with_path(expected),
-        jax.tree_util.tree_leaves(params),
-        strict=True,
-    ):
-        if tuple(g.shape) != tuple(e.shape):
-            raise ValueError(
-                f"params{jax.tree_util.keystr(path)} has shape {tuple(g.shape)}, "
-                f"but {type(cell).__name__} with {n_in} input features expects "
-                f"{tuple(e.shape)}"
-            )
-
-
-def _check_cell(cell: Any, where: str) -> None:
-    if not isinstance(cell, SeqCell):
-        raise TypeError(
-            f"{where} expects a seqjax cell (e.g. seqjax.LSTM(8)), got {type(cell).__name__}"
-        )
-
-
-def _unsteppable_part(cell: SeqCell) -> SeqCell | None:
-    """The first part of ``cell`` that needs the whole sequence (a bidirectional layer)."""
-    if isinstance(cell, SeqBidirectional):
-        return cell
-    if dataclasses.is_dataclass(cell):
-        for f in dataclasses.fields(cell):
-            value = getattr(cell, f.name)
-            for sub in value if isinstance(value, tuple) else (value,):
-                if isinstance(sub, SeqCell):
-                    found = _unsteppable_part(sub)
-                    if found is not None:
-                        return found
-    return None
-
-
-def _check_steppable(cell: SeqCell, where: str) -> None:
-    part = _unsteppable_part(cell)
-    if part is not None:
-        raise TypeError(
-            f"{where} steps one time step at a time, but {type(part).__name__} needs the whole "
-            "sequence; run it with seqjax.flax.linen.RNN (or seqjax.flax.nnx.RNN) instead"
-        )
-
-
 def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree:
     """Declares the cell's parameters in ``module``'s 'params' collection; returns the NamedTuple.
 
@@ -263,28 +197,6 @@ def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree
             f"parameters of {type(module).__name__} were made for {n_in}"
         )
     return params
-
-
-def _input_size(inputs: Any, min_ndim: int, what: str) -> int:
-    x = _checks.array_like("inputs", inputs)
-    if x.ndim < min_ndim:
-        raise ValueError(
-            f"inputs must have at least {min_ndim} dimensions {what}, got shape {tuple(x.shape)}"
-        )
-    return int(x.shape[-1])
-
-
-def _processing_order(
-    ys: Array, seq_lengths: Array | None, mask: Array | None, time_major: bool
-) -> Array:
-    """Flips reverse-scan outputs within each length (``nn.RNN(reverse=True)``'s order)."""
-    if mask is not None:
-        raise ValueError(
-            "keep_order=False with reverse=True is defined for seq_lengths, not for "
-            "a mask (with holes there is no processing order to flip to)"
-        )
-    n_batch = ys.ndim - 2
-    return flip_sequences(ys, seq_lengths, num_batch_dims=n_batch, time_major=time_major)
 
 
 # -- modules ----------------------------------------------------------------------------------
@@ -323,7 +235,7 @@ class Cell(nn.RNNCellBase):
     carry_dtype: DType = jnp.float32
 
     def __post_init__(self):
-        _check_cell(self.cell, "seqjax.flax.linen.Cell")
+        _common.check_cell(self.cell, "seqjax.flax.linen.Cell")
         super().__post_init__()
 
     @nn.compact
@@ -343,8 +255,8 @@ class Cell(nn.RNNCellBase):
           ValueError: ``inputs`` has another feature size than the parameters or the carry's
             batch dimensions differ from the input's.
         """
-        _check_steppable(self.cell, "seqjax.flax.linen.Cell")
-        params = _declare_params(self, self.cell, _input_size(inputs, 1, "[*B, I]"))
+        _common.check_steppable(self.cell, "seqjax.flax.linen.Cell")
+        params = _declare_params(self, self.cell, _common.input_size(inputs, 1, "[*B, I]"))
         return self.cell(params, carry, inputs)
 
     @nn.nowrap
@@ -379,7 +291,7 @@ class Cell(nn.RNNCellBase):
           A variables dict for ``Cell(...).apply``; nest ``variables['params']`` under the
           module's name for a parent (``{'params': {'cell': ...}}`` in ``nn.RNN``).
         """
-        _check_params(self.cell, params, None)
+        _common.check_params(self.cell, params, None)
         return {"params": params_to_flax(params)}
 
     @nn.nowrap
@@ -400,9 +312,12 @@ class RNN(nn.Module):
     signature accepts everything ``nn.Bidirectional`` passes, so two of these modules can be
     its ``forward_rnn`` and ``backward_rnn``.
 
-    Randomness: when ``deterministic`` is False, the key for the cell's dropout (e.g.
-    ``seqjax.stack(..., dropout=0.2)``) comes from ``self.make_rng('dropout')``, so pass
-    ``rngs={'dropout': key}`` to ``apply``.
+    Randomness: when ``deterministic`` is False and the cell has dropout (e.g.
+    ``seqjax.stack(..., dropout=0.2)`` or a wrapper of ``seqjax.regularization``), its key
+    comes from ``self.make_rng('dropout')``, so pass ``rngs={'dropout': key}`` to ``apply``.
+    A cell without randomness needs no key and gives the same numbers either way. The default
+    is ``deterministic=True`` (evaluation); pass ``deterministic=False`` to the training call,
+    as with ``nn.Dropout``.
 
     Attributes:
       cell: the seqjax cell or composition.
@@ -436,7 +351,7 @@ class RNN(nn.Module):
     deterministic: bool = True
 
     def __post_init__(self):
-        _check_cell(self.cell, "seqjax.flax.linen.RNN")
+        _common.check_cell(self.cell, "seqjax.flax.linen.RNN")
         super().__post_init__()
 
     @nn.compact
@@ -483,8 +398,11 @@ class RNN(nn.Module):
         keep_order = self.keep_order if keep_order is None else keep_order
         deterministic = self.deterministic if deterministic is None else deterministic
         layout = "[T, *B, I]" if time_major else "[*B, T, I]"
-        params = _declare_params(self, self.cell, _input_size(inputs, 2, layout))
-        key = None if deterministic else self.make_rng("dropout")
+        n_in = _common.input_size(inputs, 2, layout)
+        params = _declare_params(self, self.cell, n_in)
+        key = None
+        if not deterministic and _common.uses_key(self.cell, n_in, jnp.asarray(inputs).dtype):
+            key = self.make_rng("dropout")
         carry, ys = seqjax_scan(
             self.cell,
             params,
@@ -498,13 +416,13 @@ class RNN(nn.Module):
             key=key,
         )
         if reverse and not keep_order:
-            ys = _processing_order(ys, seq_lengths, mask, time_major)
+            ys = _common.processing_order(ys, seq_lengths, mask, time_major)
         return (carry, ys) if return_carry else ys
 
     @nn.nowrap
     def to_variables(self, params: PyTree) -> dict[str, Any]:
         """Wraps seqjax parameters as this module's variables ``{'params': {...}}``."""
-        _check_params(self.cell, params, None)
+        _common.check_params(self.cell, params, None)
         return {"params": params_to_flax(params)}
 
     @nn.nowrap

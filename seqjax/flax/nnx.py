@@ -12,6 +12,11 @@ shows paths named after the NamedTuple fields, e.g. ``('params', 'w_ih')`` or
 ``nnx.jit``, ``nnx.grad`` and ``nnx.Optimizer`` see one variable per array. Absent options
 (fields that are ``None``) hold no variable.
 
+Training and evaluation follow nnx's convention: :class:`RNN` has a ``deterministic``
+attribute, False by default as in ``nnx.Dropout``, that ``model.train()`` and ``model.eval()``
+switch for every module of a model. Complete examples (a tagger with a bidirectional LSTM,
+lengths, dropout, an Optax step) are in the project's ``docs/flax.md``.
+
 Conversion: pass ``params=`` (e.g. from ``cell.init`` or :func:`seqjax.interop.from_torch`) to
 the constructor instead of ``rngs``, and read the current values back as plain seqjax
 parameters with :meth:`Cell.seqjax_params`.
@@ -33,13 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from seqjax.cells.base import Cell as SeqCell
-from seqjax.flax.linen import (
-    _check_cell,
-    _check_params,
-    _check_steppable,
-    _input_size,
-    _processing_order,
-)
+from seqjax.flax import _common
 from seqjax.scan import scan as seqjax_scan
 from seqjax.typing import Array, DType, PRNGKey, PyTree
 
@@ -56,11 +55,11 @@ def _make_params(
     cell: SeqCell, in_features: int | None, rngs: Any, params: PyTree | None, where: str
 ) -> PyTree:
     """Returns the NamedTuple of ``nnx.Param`` leaves: ``params`` checked, or ``cell.init``."""
-    _check_cell(cell, where)
+    _common.check_cell(cell, where)
     if params is not None:
         if _is_variable_tree(params):
             params = _values(params)
-        _check_params(cell, params, in_features)
+        _common.check_params(cell, params, in_features)
     else:
         if in_features is None or rngs is None:
             raise ValueError(
@@ -141,8 +140,8 @@ class Cell(nnx.RNNCellBase):
         params: PyTree | None = None,
         carry_dtype: DType = jnp.float32,
     ):
-        _check_cell(cell, "seqjax.flax.nnx.Cell")
-        _check_steppable(cell, "seqjax.flax.nnx.Cell")
+        _common.check_cell(cell, "seqjax.flax.nnx.Cell")
+        _common.check_steppable(cell, "seqjax.flax.nnx.Cell")
         self.cell = cell
         self.carry_dtype = carry_dtype
         self.params = nnx.data(
@@ -176,7 +175,7 @@ class Cell(nnx.RNNCellBase):
         Raises:
           ValueError, TypeError: wrong feature size, batch or dtype (see ``seqjax.Cell``).
         """
-        _input_size(inputs, 1, "[*B, I]")
+        _common.input_size(inputs, 1, "[*B, I]")
         return self.cell(self.seqjax_params(), carry, inputs)
 
     def initialize_carry(
@@ -221,16 +220,23 @@ class RNN(nnx.Module):
     the carry unchanged and output zeros; ``reverse=True`` runs each sequence backwards within
     its own length and keeps outputs in input order (unless ``keep_order=False``).
 
-    Randomness for the cell's dropout (e.g. ``seqjax.stack(..., dropout=0.2)``) is used only
-    when not ``deterministic``; keys come from the ``rngs`` of the call, else from the
-    ``dropout`` stream of the ``rngs`` given to the constructor (as ``nnx.Dropout``).
-    ``model.train()`` / ``model.eval()`` and ``nnx.view(model, deterministic=...)`` switch it.
+    Training and evaluation follow ``nnx.Dropout``: the ``deterministic`` attribute is False
+    by default (the cell's dropout is active), ``model.eval()`` sets it to True on every
+    module of a model that has the attribute and ``model.train()`` back to False;
+    ``nnx.view(model, deterministic=...)`` makes a switched view, and the ``deterministic``
+    argument of a call overrides the attribute. When not deterministic, the key for the cell's
+    dropout (``seqjax.stack(..., dropout=0.2)``, the wrappers of ``seqjax.regularization``)
+    comes from the call's ``rngs``, else from the stream kept from the constructor's ``rngs``
+    (its ``rng_collection`` stream, ``'dropout'`` by default, falling back to ``default``),
+    which advances at every call. A cell without randomness needs no ``rngs`` and gives the
+    same numbers in both modes. Deterministic, the output equals ``seqjax.scan`` without key.
 
     Args:
       cell: the seqjax cell or composition.
       in_features: ``I`` (read from ``params`` when given).
-      rngs: ``nnx.Rngs``: its ``params`` stream initialises, its ``dropout`` stream (if
-        present) is kept for dropout.
+      rngs: ``nnx.Rngs``: its ``params`` stream initialises, its ``rng_collection`` stream
+        (if it has one) is forked for dropout; or an ``nnx.RngStream`` used for both; or a
+        key, which only initialises the parameters.
       params: existing seqjax parameters instead of a fresh ``cell.init``.
       time_major: inputs are ``[T, *B, I]`` instead of ``[*B, T, I]``.
       return_carry: return ``(final_carry, outputs)``.
@@ -238,7 +244,9 @@ class RNN(nnx.Module):
       keep_order: with ``reverse``, return outputs in input order (default True); False
         returns them in processing order, each sequence flipped within its length.
       unroll: time steps per loop iteration.
-      deterministic: run without dropout.
+      deterministic: run without dropout (evaluation). False by default, as ``nnx.Dropout``;
+        None requires the ``deterministic`` argument at every call.
+      rng_collection: the name of the ``nnx.Rngs`` stream that dropout keys are drawn from.
 
     Raises:
       TypeError, ValueError: as :class:`Cell`'s constructor.
@@ -247,10 +255,17 @@ class RNN(nnx.Module):
       >>> import jax.numpy as jnp, seqjax
       >>> from flax import nnx
       >>> from seqjax.flax.nnx import RNN
-      >>> deep = seqjax.stack([seqjax.bidirectional(seqjax.LSTM(4, proj_size=2))] * 2)
+      >>> deep = seqjax.stack([seqjax.bidirectional(seqjax.LSTM(4, proj_size=2))] * 2,
+      ...                     dropout=0.5)
       >>> model = RNN(deep, in_features=5, rngs=nnx.Rngs(0))
-      >>> model(jnp.ones((3, 6, 5)), seq_lengths=jnp.array([6, 4, 1])).shape
+      >>> xs, lengths = jnp.ones((3, 6, 5)), jnp.array([6, 4, 1])
+      >>> model(xs, seq_lengths=lengths).shape                      # [B, T, 2 * P]
       (3, 6, 4)
+      >>> bool((model(xs) == model(xs)).all())                      # training: fresh masks
+      False
+      >>> model.eval()
+      >>> bool((model(xs) == seqjax.scan(deep, model.seqjax_params(), xs)[1]).all())
+      True
     """
 
     def __init__(
@@ -258,14 +273,15 @@ class RNN(nnx.Module):
         cell: SeqCell,
         in_features: int | None = None,
         *,
-        rngs: nnx.Rngs | None = None,
+        rngs: Rngs | PRNGKey | None = None,
         params: PyTree | None = None,
         time_major: bool = False,
         return_carry: bool = False,
         reverse: bool = False,
         keep_order: bool = True,
         unroll: int = 1,
-        deterministic: bool = True,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
     ):
         self.cell = cell
         self.params = nnx.data(_make_params(cell, in_features, rngs, params, "seqjax.flax.nnx.RNN"))
@@ -275,13 +291,18 @@ class RNN(nnx.Module):
         self.keep_order = keep_order
         self.unroll = unroll
         self.deterministic = deterministic
-        stream = None
+        self.rng_collection = rng_collection
         if isinstance(rngs, nnx.Rngs):
             try:
-                stream = rngs["dropout"].fork()
+                self.rngs = rngs[rng_collection].fork()
             except KeyError:
-                stream = None
-        self.rngs = nnx.data(stream)
+                # Unlike nnx.Dropout, Rngs(params=0) alone is accepted: a cell without dropout
+                # never needs the stream, and one with dropout says so at the call.
+                self.rngs = nnx.data(None)
+        elif isinstance(rngs, nnx.RngStream):
+            self.rngs = rngs.fork()
+        else:
+            self.rngs = nnx.data(None)
 
     @property
     def in_features(self) -> int:
@@ -293,7 +314,11 @@ class RNN(nnx.Module):
         return _values(self.params)
 
     def set_view(self, deterministic: bool | None = None):
-        """Used by ``nnx.view(model, deterministic=...)``."""
+        """Class method used by ``nnx.view``.
+
+        Args:
+          deterministic: if True, disables the cell's dropout.
+        """
         if deterministic is not None:
             self.deterministic = deterministic
 
@@ -319,31 +344,43 @@ class RNN(nnx.Module):
           mask: boolean validity ``[*B, T]`` (``[T, *B]`` when time-major).
           initial_carry: the carry to start from (default zeros).
           return_carry, time_major, reverse, keep_order, deterministic: override the
-            attributes.
-          rngs: dropout randomness for this call (``nnx.Rngs``, ``RngStream`` or key).
+            attributes for this call.
+          rngs: dropout randomness for this call (``nnx.Rngs``, ``RngStream`` or key); takes
+            precedence over the stream from the constructor.
 
         Returns:
           ``outputs [*B, T, cell.output_size]`` (zero at padded steps), or
           ``(final_carry, outputs)`` with ``return_carry``.
 
         Raises:
-          ValueError: not deterministic and no rngs anywhere; ``keep_order=False`` with
-            ``reverse`` and a ``mask``; bad inputs as :func:`seqjax.scan`.
+          ValueError: ``deterministic`` is None both here and in the attribute; not
+            deterministic with a cell that has dropout and no rngs anywhere;
+            ``keep_order=False`` with ``reverse`` and a ``mask``; bad inputs as
+            :func:`seqjax.scan`.
+          TypeError: ``rngs`` of a wrong type.
         """
         return_carry = self.return_carry if return_carry is None else return_carry
         time_major = self.time_major if time_major is None else time_major
         reverse = self.reverse if reverse is None else reverse
         keep_order = self.keep_order if keep_order is None else keep_order
         deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic is None:
+            raise ValueError(
+                "seqjax.flax.nnx.RNN got no deterministic value: pass deterministic=True/False "
+                "to the constructor or to the call, or use model.train() / model.eval()"
+            )
+        n_in = _common.input_size(inputs, 2, "[T, *B, I]" if time_major else "[*B, T, I]")
         key = None
-        if not deterministic:
+        if not deterministic and _common.uses_key(self.cell, n_in, jnp.asarray(inputs).dtype):
             source = rngs if rngs is not None else self.rngs
             if source is None:
                 raise ValueError(
-                    "seqjax.flax.nnx.RNN: deterministic=False needs rngs, either "
-                    "in the constructor (a 'dropout' stream) or in the call"
+                    f"seqjax.flax.nnx.RNN: deterministic is False and {type(self.cell).__name__} "
+                    "has dropout, but no rngs were given, neither to the constructor (an "
+                    f"nnx.Rngs with a {self.rng_collection!r} or default stream) nor to the "
+                    "call; for evaluation call model.eval() or pass deterministic=True"
                 )
-            key = _key(source, "dropout", "seqjax.flax.nnx.RNN")
+            key = _key(source, self.rng_collection, "seqjax.flax.nnx.RNN")
         carry, ys = seqjax_scan(
             self.cell,
             self.seqjax_params(),
@@ -357,5 +394,5 @@ class RNN(nnx.Module):
             key=key,
         )
         if reverse and not keep_order:
-            ys = _processing_order(ys, seq_lengths, mask, time_major)
+            ys = _common.processing_order(ys, seq_lengths, mask, time_major)
         return (carry, ys) if return_carry else ys
