@@ -207,3 +207,62 @@ def test_sigkill_at_random_times_then_resume_is_bit_identical(tmp_path):
     got = load_npz(os.path.join(workdir, "final_params.npz"))
     for k in want:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_core_dependencies_suffice_and_missing_outputs_are_announced_once(tmp_path, monkeypatch):
+    """Without tensorboardX and matplotlib a run trains to the end and says so at the start."""
+    for name in ("tensorboardX", "matplotlib"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ImportError
+    workdir = str(tmp_path / "run")
+    config = tw.TinyConfig(total_steps=6)
+    with pytest.warns(train.OptionalOutputWarning) as caught:
+        result = tw.run(config, workdir)
+    announced = [w for w in caught if issubclass(w.category, train.OptionalOutputWarning)]
+    assert len(announced) == 1, [str(w.message) for w in announced]
+    message = str(announced[0].message)
+    assert "tensorboardX is not installed" in message and "matplotlib is not installed" in message
+    assert int(result.state.step) == 6 and result.curves_png is None
+    assert set(os.listdir(workdir)) == {"config.json", "metrics.jsonl", "checkpoints"}
+    ckpt = train.Checkpointer(f"{workdir}/checkpoints")
+    assert ckpt.latest_step() == 6  # the final checkpoint is there
+    ckpt.close()
+    evals = [r for r in train.read_metrics(workdir) if r["split"] == "eval"]
+    assert [r["step"] for r in evals] == [6]
+    assert result.eval_metrics["loss"] == evals[-1]["loss"]
+    # Running the finished command again neither crashes nor forgets the evaluation.
+    with pytest.warns(train.OptionalOutputWarning):
+        again = tw.run(config, workdir)
+    assert again.resumed_from == 6 and again.eval_metrics == result.eval_metrics
+
+
+def test_rerun_of_a_finished_run_returns_its_last_metrics(train_reference_run, tmp_path):
+    workdir, result, _ = train_reference_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    again = tw.run(tw.TinyConfig(), copy)  # no step left to run
+    assert again.resumed_from == 12 and int(again.state.step) == 12
+    # Read back from metrics.jsonl: exactly what the finishing run returned.
+    assert again.eval_metrics == result.eval_metrics
+    assert again.train_metrics == result.train_metrics
+    assert again.best_step == result.best_step
+
+
+def test_a_failing_plot_is_a_warning_after_the_run_is_saved(
+    train_reference_run, tmp_path, monkeypatch
+):
+    workdir, result, _ = train_reference_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(workdir, copy)
+    os.remove(os.path.join(copy, "learning_curves.png"))
+
+    def broken_plot(path):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(train.loop, "plot_curves", broken_plot)
+    with pytest.warns(train.OptionalOutputWarning, match="plot failed .*no display"):
+        again = tw.run(tw.TinyConfig(total_steps=15), copy)
+    assert int(again.state.step) == 15 and again.curves_png is None
+    ckpt = train.Checkpointer(f"{copy}/checkpoints")
+    assert ckpt.latest_step() == 15
+    ckpt.close()
+    assert train.read_metrics(copy)[-1] == {"step": 15, "split": "eval", **again.eval_metrics}

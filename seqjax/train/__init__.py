@@ -9,7 +9,8 @@ Public API (see ``docs/training.md``):
   :class:`CheckpointCorruptWarning`;
 - :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`;
 - :class:`TrainConfig`, :func:`parse_config`, :func:`config_to_dict`, :func:`format_config`;
-- :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`;
+- :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`,
+  :func:`read_metrics`, :func:`missing_optional_outputs`, :class:`OptionalOutputWarning`;
 - :func:`batch_indices`, :func:`stream_window` (data order as a function of the step).
 """
 
@@ -54,7 +55,13 @@ from seqjax.train.step import (
     reset_carry,
     summarize_metrics,
 )
-from seqjax.train.writers import MetricWriter, plot_curves, read_metrics
+from seqjax.train.writers import (
+    MetricWriter,
+    OptionalOutputWarning,
+    missing_optional_outputs,
+    plot_curves,
+    read_metrics,
+)
 
 __all__ = [
     "CheckpointCorruptWarning",
@@ -63,6 +70,7 @@ __all__ = [
     "LossOutput",
     "MetricWriter",
     "NonFiniteError",
+    "OptionalOutputWarning",
     "TrainConfig",
     "TrainResult",
     "TrainState",
@@ -79,6 +87,7 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "missing_optional_outputs",
     "optimizer_from_config",
     "parse_config",
     "place_state",

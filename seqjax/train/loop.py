@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,7 +27,13 @@ from seqjax.train.step import (
     make_train_step,
     summarize_metrics,
 )
-from seqjax.train.writers import MetricWriter, plot_curves
+from seqjax.train.writers import (
+    MetricWriter,
+    OptionalOutputWarning,
+    missing_optional_outputs,
+    plot_curves,
+    read_metrics,
+)
 from seqjax.typing import PyTree
 
 __all__ = ["TrainResult", "check_workdir", "evaluate", "train_loop"]
@@ -38,14 +45,26 @@ _REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 class TrainResult:
     """What :func:`train_loop` returns.
 
+    A run that is started again after it finished (``resume="auto"``, no step left to run)
+    returns the same metrics as the run that finished it: they are read back from the run's
+    ``metrics.jsonl``.
+
     Attributes:
-      state: the final train state (on the mesh).
-      workdir: the run directory.
+      state: the final :class:`~seqjax.train.TrainState` (on the mesh): ``params``,
+        ``opt_state``, ``step`` (``config.total_steps`` after a complete run), ``rng``,
+        ``carry`` (TBPTT) and ``nonfinite_step``.
+      workdir: the absolute path of the run directory.
       resumed_from: the checkpoint step the run resumed from, or None for a fresh start.
-      train_metrics: the last logged training metrics (means).
-      eval_metrics: the last evaluation metrics (means), or None.
-      best_step: the kept checkpoint with the best validation metric, or None.
-      curves_png: path of the learning-curve PNG, or None.
+      train_metrics: the last logged training metrics, means over the logging window:
+        ``loss``, ``grad_norm``, ``count`` (items in the window), ``tokens_per_sec``,
+        ``learning_rate`` and every extra metric of the loss function (divided by
+        ``count``); None if nothing was logged.
+      eval_metrics: the last evaluation, means over all of ``eval_batches()``: ``loss``,
+        ``count`` and the extra metrics; None without ``eval_batches``.
+      best_step: the kept checkpoint with the best ``config.best_metric`` on evaluation
+        (see ``keep_best``), or None if no checkpoint was ranked.
+      curves_png: path of ``learning_curves.png``, or None when it was not written
+        (``matplotlib`` missing, or plotting failed: a warning says so).
     """
 
     state: TrainState
@@ -55,6 +74,34 @@ class TrainResult:
     eval_metrics: dict[str, float] | None
     best_step: int | None
     curves_png: str | None
+
+
+def _last_record(path: str, split: str, max_step: int) -> dict[str, float] | None:
+    """The metrics of the last ``split`` record at or before ``max_step`` in ``path``."""
+    if not os.path.exists(path):
+        return None
+    last = None
+    for r in read_metrics(path):
+        if r.get("split") == split and r.get("step", 0) <= max_step:
+            last = r
+    if last is None:
+        return None
+    # Non-finite values are stored as strings ("nan", "inf"); float() reads them back.
+    return {k: float(v) for k, v in last.items() if k not in ("step", "split")}
+
+
+def _announce_missing_outputs(missing: dict[str, str]) -> None:
+    if missing:
+        warnings.warn(
+            "train_loop: "
+            + "; ".join(
+                f"{pkg} is not installed, so {what} is skipped" for pkg, what in missing.items()
+            )
+            + f" (pip install {' '.join(missing)}, or pip install 'seqjax[experiments]'). "
+            "Checkpoints and metrics.jsonl are written as usual.",
+            OptionalOutputWarning,
+            stacklevel=3,
+        )
 
 
 def check_workdir(workdir: str | os.PathLike, *, must_exist: bool = False) -> str:
@@ -183,7 +230,13 @@ def train_loop(
     tokens/s, learning rate) to ``metrics.jsonl``, TensorBoard and the progress bar, and
     checks for non-finite values; every ``eval_every`` steps (and at the end) it evaluates on
     ``eval_batches()``; every ``save_every`` steps (and at the end) it checkpoints, with the
-    config and the latest eval metrics. At the end it writes ``learning_curves.png``.
+    config and the latest eval metrics. At the end, after the final checkpoint and metrics are
+    on disk, it writes ``learning_curves.png``.
+
+    Optional outputs: TensorBoard events need ``tensorboardX`` and the PNG needs
+    ``matplotlib``, which are not core dependencies. When one is missing, the loop says so
+    once at the start (an :class:`~seqjax.train.OptionalOutputWarning`) and runs without
+    that output; a failure while plotting is a warning too, never an error after training.
 
     Files in ``workdir``: ``config.json`` (the current config), ``metrics.jsonl``,
     ``tensorboard/``, ``checkpoints/<step>/`` (state, config, integrity),
@@ -230,6 +283,8 @@ def train_loop(
     workdir = check_workdir(workdir, must_exist=(resume == "require"))
     say = print if verbose else (lambda *a, **k: None)
     is_main = jax.process_index() == 0
+    missing = missing_optional_outputs() if is_main else {}
+    _announce_missing_outputs(missing)
 
     mesh = make_mesh() if mesh is None else mesh
     optimizer = optimizer_from_config(config)
@@ -277,7 +332,10 @@ def train_loop(
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config_dict, f, indent=2, sort_keys=True)
     writer = MetricWriter(
-        workdir, resume_step=start if resumed_from is not None else 0, active=is_main
+        workdir,
+        resume_step=start if resumed_from is not None else 0,
+        tensorboard="tensorboardX" not in missing,
+        active=is_main,
     )
 
     train_step = make_train_step(loss_fn, optimizer, mesh=mesh)
@@ -294,6 +352,10 @@ def train_loop(
 
     acc = None
     train_metrics = eval_metrics = None
+    if resumed_from is not None:
+        # What the run logged up to the checkpoint: the answer when no step is left to run.
+        train_metrics = _last_record(writer.path, "train", start)
+        eval_metrics = _last_record(writer.path, "eval", start)
     window_start = time.perf_counter()
     best = None
     try:
@@ -355,8 +417,16 @@ def train_loop(
         writer.close()
         ckpt.close()
     png = None
-    if is_main and os.path.exists(writer.path):
-        png = plot_curves(writer.path)
+    if is_main and "matplotlib" not in missing and os.path.exists(writer.path):
+        try:
+            png = plot_curves(writer.path)
+        except Exception as e:  # an optional output never fails a finished run
+            warnings.warn(
+                f"train_loop: the learning-curve plot failed ({type(e).__name__}: {e}); the "
+                f"run is complete: checkpoints and {writer.path} are written",
+                OptionalOutputWarning,
+                stacklevel=2,
+            )
     return TrainResult(
         state=state,
         workdir=workdir,

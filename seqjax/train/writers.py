@@ -1,32 +1,89 @@
-"""Metric logging: a JSONL file and TensorBoard event files in the run directory, PNG curves."""
+"""Metric logging: a JSONL file and TensorBoard event files in the run directory, PNG curves.
+
+The JSONL file needs nothing beyond the standard library. TensorBoard events need
+``tensorboardX`` and the PNG needs ``matplotlib``; neither is a core dependency of seqjax
+(``pip install "seqjax[experiments]"`` installs both), so :class:`MetricWriter` and
+:func:`~seqjax.train.train_loop` use them when installed and skip them otherwise
+(:func:`missing_optional_outputs` says which are missing).
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MetricWriter", "plot_curves", "read_metrics"]
+__all__ = [
+    "OPTIONAL_OUTPUTS",
+    "MetricWriter",
+    "OptionalOutputWarning",
+    "missing_optional_outputs",
+    "plot_curves",
+    "read_metrics",
+]
+
+#: The optional outputs of a run: package -> what it writes.
+OPTIONAL_OUTPUTS = {
+    "tensorboardX": "TensorBoard event files (tensorboard/)",
+    "matplotlib": "the learning-curve PNG (learning_curves.png)",
+}
+
+
+class OptionalOutputWarning(UserWarning):
+    """An optional output of a run (TensorBoard events, the PNG) is skipped.
+
+    Raised as a warning, never an error: the run's checkpoints and ``metrics.jsonl`` do not
+    depend on it.
+    """
+
+
+def _importable(package: str) -> bool:
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        return False
+    return True
+
+
+def missing_optional_outputs() -> dict[str, str]:
+    """The optional output packages that cannot be imported, with what each would write.
+
+    Returns:
+      A dict ``package -> description`` (a subset of :data:`OPTIONAL_OUTPUTS`); empty when
+      ``tensorboardX`` and ``matplotlib`` are both installed.
+
+    Example:
+      >>> set(missing_optional_outputs()) <= {"tensorboardX", "matplotlib"}
+      True
+    """
+    return {k: v for k, v in OPTIONAL_OUTPUTS.items() if not _importable(k)}
 
 
 class MetricWriter:
     """Appends ``{"step", "split", **metrics}`` records to ``metrics.jsonl`` and TensorBoard.
 
     TensorBoard events (tensorboardX) go to ``<workdir>/tensorboard`` with tags
-    ``<split>/<metric>``. When a run resumes from step ``s``, records after ``s`` (written by
-    the interrupted run past its last checkpoint) are dropped from the JSONL file so the curve
-    has no duplicated stretch.
+    ``<split>/<metric>``; each record reaches the JSONL file before TensorBoard. When a run
+    resumes from step ``s``, records after ``s`` (written by the interrupted run past its last
+    checkpoint) are dropped from the JSONL file so the curve has no duplicated stretch.
 
     Args:
       workdir: the run directory (must exist).
       resume_step: drop JSONL records with ``step > resume_step``; None keeps everything.
-      tensorboard: also write TensorBoard events (needs ``tensorboardX``).
+      tensorboard: also write TensorBoard events: None (default) when ``tensorboardX`` is
+        installed, True to require it, False never.
       active: False makes every call a no-op (the other processes of a multi-host run).
+
+    Attributes:
+      path: the ``metrics.jsonl`` path.
+      tensorboard: whether TensorBoard events are written.
 
     Raises:
       FileNotFoundError: ``workdir`` does not exist.
+      ImportError: ``tensorboard=True`` and ``tensorboardX`` is not installed.
 
     Example:
       >>> import tempfile
@@ -41,12 +98,13 @@ class MetricWriter:
         workdir: str | os.PathLike,
         *,
         resume_step: int | None = None,
-        tensorboard: bool = True,
+        tensorboard: bool | None = None,
         active: bool = True,
     ):
         workdir = os.fspath(workdir)
         self.path = os.path.join(workdir, "metrics.jsonl")
         self._file = self._tb = None
+        self.tensorboard = False
         if not active:
             return
         if not os.path.isdir(workdir):
@@ -58,24 +116,34 @@ class MetricWriter:
                 for r in kept:
                     f.write(json.dumps(r) + "\n")
             os.replace(tmp, self.path)
-        self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
+        if tensorboard is None:
+            tensorboard = _importable("tensorboardX")
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
+            try:
+                from tensorboardX import SummaryWriter
+            except ImportError as e:
+                raise ImportError(
+                    "MetricWriter(tensorboard=True) needs the tensorboardX package, which is "
+                    "not installed (pip install tensorboardX, or tensorboard=None to skip it)"
+                ) from e
             self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self.tensorboard = True
+        self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         """Records scalar ``metrics`` of ``split`` (e.g. ``"train"``, ``"eval"``) at ``step``."""
         if self._file is None:
             return
         record = {"step": int(step), "split": split}
-        for k, v in metrics.items():
-            v = float(v)
+        values = {k: float(v) for k, v in metrics.items()}
+        for k, v in values.items():
             record[k] = v if math.isfinite(v) else str(v)
-            if self._tb is not None:
-                self._tb.add_scalar(f"{split}/{k}", v, int(step))
+        # The JSONL record first: it is what a resumed run and TrainResult read back.
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(f"{split}/{k}", v, int(step))
 
     def flush(self) -> None:
         """Flushes both outputs."""
@@ -136,8 +204,15 @@ def plot_curves(
 
     Raises:
       FileNotFoundError: no metrics file.
+      ImportError: ``matplotlib`` is not installed.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError(
+            "plot_curves needs the matplotlib package, which is not installed "
+            "(pip install matplotlib); the metrics themselves are in metrics.jsonl"
+        ) from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
