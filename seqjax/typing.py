@@ -18,10 +18,15 @@ from typing import Any
 
 import jax
 
+#: A JAX array (``jax.Array``); shapes are given in the docstrings, e.g. ``xs: [B, T, I]``.
 Array = jax.Array
+#: A PRNG key, e.g. ``jax.random.key(0)``.
 PRNGKey = jax.Array
+#: A shape or batch shape, e.g. ``batch_shape=(32,)``.
 Shape = tuple[int, ...]
+#: A dtype or anything ``jnp.dtype`` accepts (``jnp.float32``, ``"bfloat16"``).
 DType = Any
+#: A nest of lists, tuples, dicts and NamedTuples with arrays at the leaves (parameters, carries).
 PyTree = Any
 
 __all__ = ["Array", "DType", "PRNGKey", "PyTree", "Shape"]

@@ -47,7 +47,7 @@ __all__ = [
     "split_text",
 ]
 
-#: The unknown symbol: characters absent from the training text decode to it.
+#: The unknown symbol; characters absent from the training text decode to it.
 UNK = "\ufffd"
 
 _ESCAPED = re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])")

@@ -1,0 +1,271 @@
+"""Sphinx configuration: API reference from the docstrings, plus the Markdown guides.
+
+Build (warnings are errors, every cross-reference must resolve)::
+
+    pip install -e ".[docs]"
+    sphinx-build -W --keep-going -n -b html docs docs/_build/html
+
+The docstring examples are run as doctests by ``tests/test_docstrings.py`` (part of the test
+suite), so this build does not run them a second time.
+
+Two small local extensions live at the bottom of this file:
+
+- Re-exported names are documented once, where users import them from (``seqjax.LSTM``, not
+  ``seqjax.cells.lstm.LSTM``). A cross-reference to another path of the same object
+  (``seqjax.cells.LSTM``, or a short name inside a submodule's docstring) resolves to that
+  single entry instead of failing.
+- Completeness: every name in the ``__all__`` of every public module must be documented
+  somewhere; a missing one is a warning, hence an error under ``-W``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+
+from sphinx.util import logging
+from sphinx.util.nodes import make_refnode
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import seqjax  # noqa: E402  (after the path insert, so an uninstalled checkout builds too)
+
+project = "seqjax"
+author = "seqjax contributors"
+copyright = "seqjax contributors"  # noqa: A001 - Sphinx's name for it
+release = seqjax.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "myst_parser",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+
+# Pages of modules and guides that may not exist yet in a checkout: a page whose source is
+# missing is excluded and dropped from the toctrees (see _drop_missing_pages), so the build never
+# documents a module that is not there, nor fails on a guide that has not been written.
+OPTIONAL_PAGES = {
+    "api/attention": [ROOT / "seqjax" / "attention.py", ROOT / "seqjax" / "attention"],
+    "api/ctc": [ROOT / "seqjax" / "ctc.py", ROOT / "seqjax" / "ctc"],
+    "cells": [ROOT / "docs" / "cells.md"],
+    "flax": [ROOT / "docs" / "flax.md"],
+}
+MISSING_PAGES = {
+    page for page, sources in OPTIONAL_PAGES.items() if not any(s.exists() for s in sources)
+}
+exclude_patterns += [f"{page}.rst" for page in MISSING_PAGES if page.startswith("api/")]
+
+# Every public module: each name in its __all__ must be documented on some API page.
+PUBLIC_MODULES = [
+    "seqjax",
+    "seqjax.cells",
+    "seqjax.scan",
+    "seqjax.combinators",
+    "seqjax.regularization",
+    "seqjax.decode",
+    "seqjax.interop",
+    "seqjax.kernels",
+    "seqjax.flax",
+    "seqjax.flax.linen",
+    "seqjax.flax.nnx",
+    "seqjax.train",
+    "seqjax.data.text",
+    "seqjax.data.synthetic",
+    "seqjax.typing",
+    "seqjax.attention",
+    "seqjax.ctc",
+]
+
+nitpicky = True
+# Types of other libraries appear in signatures. There is no intersphinx (the build must work
+# without network access), so references to them cannot resolve; they are the only ones ignored.
+# Any reference to a seqjax name must resolve.
+nitpick_ignore_regex = [
+    (r"py:.*", r"(jax|jaxlib|jnp|numpy|np|optax|flax|nnx|orbax|chex|torch|matplotlib)(\..*)?"),
+    (r"py:.*", r"(Array|ArrayLike|DTypeLike|PRNGKeyArray|ndarray|Module)"),
+    (r"py:.*", r"(collections\.abc|typing|typing_extensions|os|pathlib|dataclasses)\..*"),
+    (r"py:.*", r"(Path|PathLike|Callable|Iterable|Iterator|Sequence|Mapping|Any)"),
+]
+
+# Napoleon: Google-style docstrings.
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_use_ivar = True
+napoleon_attr_annotations = True
+
+autodoc_default_options = {"member-order": "bysource"}
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+autodoc_class_signature = "separated"
+
+myst_enable_extensions = ["dollarmath"]
+myst_heading_anchors = 3
+# The guides link to repository files (``../seqjax/scan.py``, ``../experiments/``) that are not
+# documents of this site; MyST would otherwise warn on each.
+suppress_warnings = ["myst.xref_missing"]
+
+html_theme = "alabaster"
+html_title = f"seqjax {release}"
+html_static_path: list[str] = []
+
+logger = logging.getLogger(__name__)
+
+
+def _lookup(dotted: str):
+    """The object a dotted path names, or None.
+
+    Attributes win over submodules of the same name (``seqjax.scan`` is the function the package
+    exports, not the module ``seqjax/scan.py``); a path through a submodule that an attribute
+    shadows (``seqjax.scan.ScanOptions``) falls back to importing the longest module prefix.
+    """
+    parts = dotted.split(".")
+    try:
+        obj = importlib.import_module(parts[0])
+        for i in range(1, len(parts)):
+            try:
+                obj = getattr(obj, parts[i])
+            except AttributeError:
+                obj = importlib.import_module(".".join(parts[: i + 1]))
+        return obj
+    except Exception:  # noqa: BLE001 - fall back to the module-prefix walk below
+        pass
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except Exception:  # noqa: BLE001 - any failure means "not a module path"
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _documented_by_identity(app) -> dict[int, tuple[str, str, str]]:
+    """id(object) -> (docname, documented name, node id) of every documented Python object.
+
+    Built once per build, after all pages are read (kept on ``app``, never pickled with ``env``).
+    """
+    env = app.env
+    cache = getattr(app, "_seqjax_by_id", None)
+    if cache is None:
+        cache = {}
+        for name, entry in env.get_domain("py").objects.items():
+            if entry.objtype == "module" or entry.aliased:
+                continue
+            obj = _lookup(name)
+            if obj is not None and not isinstance(obj, (int, float, str, bool, type(None))):
+                cache.setdefault(id(obj), (entry.docname, name, entry.node_id))
+        app._seqjax_by_id = cache
+    return cache
+
+
+def _resolve_reexport(app, env, node, contnode):
+    """Resolve a reference to another import path of an object documented once elsewhere."""
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    module = node.get("py:module") or ""
+    klass = node.get("py:class") or ""
+    candidates = [target]
+    if module:
+        if klass:
+            candidates.insert(0, f"{module}.{klass}.{target}")
+        candidates.insert(len(candidates) - 1, f"{module}.{target}")
+    by_id = _documented_by_identity(app)
+    for dotted in candidates:
+        if not dotted.startswith("seqjax"):
+            continue
+        obj = _lookup(dotted)
+        if obj is None or id(obj) not in by_id:
+            continue
+        docname, _, node_id = by_id[id(obj)]
+        return make_refnode(app.builder, node["refdoc"], docname, node_id, contnode, dotted)
+    return None
+
+
+def _check_complete(app, env):
+    """Warn for every public name that no API page documents."""
+    documented = set(_documented_by_identity(app))
+    for modname in PUBLIC_MODULES:
+        try:
+            module = importlib.import_module(modname)
+        except ModuleNotFoundError as e:
+            if e.name == modname:  # not created yet (OPTIONAL_PAGES)
+                continue
+            raise
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if isinstance(obj, type(os)):
+                continue  # a submodule listed in __all__ has its own page
+            if f"{modname}.{name}" in env.get_domain("py").objects or id(obj) in documented:
+                continue
+            logger.warning(
+                "%s.%s is public (in __all__) but no API page under docs/api documents it",
+                modname,
+                name,
+                type="seqjax",
+                subtype="undocumented",
+            )
+
+
+def _drop_missing_pages(app, docname, source):
+    """Remove toctree entries of the pages in MISSING_PAGES from the two index pages."""
+    if docname not in ("index", "api/index"):
+        return
+    prefix = "api/" if docname == "api/index" else ""
+    missing = {page[len(prefix) :] for page in MISSING_PAGES if page.startswith(prefix)}
+    if docname == "index":
+        missing = {page for page in missing if "/" not in page}
+    lines = source[0].splitlines()
+    source[0] = "\n".join(line for line in lines if line.strip() not in missing) + "\n"
+
+
+_SHARED_FIELD = re.compile(r"^(\s*):ivar (\w+(?:, \w+)+): ?(.*)$")
+
+
+def _split_shared_fields(app, what, name, obj, options, lines):
+    """Give each name of a Google-style ``a, b: description`` attribute line its own field.
+
+    Napoleon turns the line into ``:ivar a, b: ...``, which Sphinx reads as type ``a,`` and
+    name ``b``; the names then show as broken type references. Each name gets the description.
+    """
+    out, i = [], 0
+    while i < len(lines):
+        match = _SHARED_FIELD.match(lines[i])
+        if not match:
+            out.append(lines[i])
+            i += 1
+            continue
+        indent, names, first = match.groups()
+        j = i + 1
+        while j < len(lines) and lines[j].startswith(indent + " ") and lines[j].strip():
+            j += 1
+        for field_name in names.split(", "):
+            out.append(f"{indent}:ivar {field_name}: {first}")
+            out.extend(lines[i + 1 : j])
+        i = j
+    lines[:] = out
+
+
+def setup(app):
+    # After napoleon (priority 500) has turned Google sections into fields.
+    app.connect("autodoc-process-docstring", _split_shared_fields, priority=600)
+    app.connect("source-read", _drop_missing_pages)
+    app.connect("missing-reference", _resolve_reexport)
+    app.connect("env-check-consistency", _check_complete)
+    return {"parallel_read_safe": True}
