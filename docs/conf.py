@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import re
 import sys
 from pathlib import Path
@@ -66,26 +67,15 @@ MISSING_PAGES = {
 }
 exclude_patterns += [f"{page}.rst" for page in MISSING_PAGES if page.startswith("api/")]
 
-# Every public module: each name in its __all__ must be documented on some API page.
-PUBLIC_MODULES = [
-    "seqjax",
-    "seqjax.cells",
-    "seqjax.scan",
-    "seqjax.combinators",
-    "seqjax.regularization",
-    "seqjax.decode",
-    "seqjax.interop",
-    "seqjax.kernels",
-    "seqjax.flax",
-    "seqjax.flax.linen",
-    "seqjax.flax.nnx",
-    "seqjax.train",
-    "seqjax.data.text",
-    "seqjax.data.synthetic",
-    "seqjax.typing",
-    "seqjax.attention",
-    "seqjax.ctc",
-]
+
+def _public_modules() -> list[str]:
+    """``seqjax`` and every submodule without a leading underscore in its dotted name."""
+    names = ["seqjax"]
+    for info in pkgutil.walk_packages(seqjax.__path__, prefix="seqjax."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return names
+
 
 nitpicky = True
 # Types of other libraries appear in signatures. There is no intersphinx (the build must work
@@ -174,6 +164,17 @@ def _documented_by_identity(app) -> dict[int, tuple[str, str, str]]:
     return cache
 
 
+def _docstring_owner(node) -> str | None:
+    """The dotted name of the object whose docstring holds ``node``, from its source info."""
+    while node is not None:
+        source = getattr(node, "source", None)
+        if source:
+            match = re.search(r"docstring of ([\w.]+)", source)
+            return match.group(1) if match else None
+        node = node.parent
+    return None
+
+
 def _resolve_reexport(app, env, node, contnode):
     """Resolve a reference to another import path of an object documented once elsewhere."""
     if node.get("refdomain") != "py":
@@ -181,11 +182,18 @@ def _resolve_reexport(app, env, node, contnode):
     target = node.get("reftarget", "")
     module = node.get("py:module") or ""
     klass = node.get("py:class") or ""
-    candidates = [target]
+    candidates = []
     if module:
         if klass:
-            candidates.insert(0, f"{module}.{klass}.{target}")
-        candidates.insert(len(candidates) - 1, f"{module}.{target}")
+            candidates.append(f"{module}.{klass}.{target}")
+        candidates.append(f"{module}.{target}")
+    # A re-exported object's docstring is written relative to the module that defines it
+    # (``seqjax.scan_engine``), not the one whose page shows it (``seqjax.kernels``).
+    owner = _docstring_owner(node)
+    if owner:
+        parts = owner.split(".")
+        candidates += [".".join(parts[:i] + [target]) for i in range(len(parts), 0, -1)]
+    candidates.append(target)
     by_id = _documented_by_identity(app)
     for dotted in candidates:
         if not dotted.startswith("seqjax"):
@@ -199,15 +207,10 @@ def _resolve_reexport(app, env, node, contnode):
 
 
 def _check_complete(app, env):
-    """Warn for every public name that no API page documents."""
+    """Warn for every public name (in the ``__all__`` of a public module) no API page documents."""
     documented = set(_documented_by_identity(app))
-    for modname in PUBLIC_MODULES:
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name == modname:  # not created yet (OPTIONAL_PAGES)
-                continue
-            raise
+    for modname in _public_modules():
+        module = importlib.import_module(modname)
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)
             if isinstance(obj, type(os)):
