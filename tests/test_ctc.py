@@ -209,7 +209,8 @@ def test_wide_beam_equals_exhaustive_enumeration(beam_case, x64):
         assert hypotheses(res, b)[:k] == [lab for _, lab, _ in ranked]
         np.testing.assert_allclose(res.ctc_log_probs[b, :k], [s for s, _, _ in ranked], rtol=1e-9)
         np.testing.assert_allclose(res.scores[b, :k], res.ctc_log_probs[b, :k])
-        assert np.all(np.isneginf(res.scores[b, k:]))  # fewer labellings than top_k
+        assert np.all(np.isneginf(res.scores[b, k:]))  # fewer labellings than top_k ...
+        assert np.all(res.lengths[b, k:] == 0) and np.all(res.labels[b, k:] == 0)  # ... empty
     # The most probable labelling is not the greedy one here (the case is not trivial).
     greedy, glen = ctc.greedy_decode(jnp.asarray(lp), jnp.asarray(lengths))
     assert any(tuple(greedy[b, : int(glen[b])].tolist()) != hypotheses(res, b)[0] for b in range(3))
@@ -312,9 +313,9 @@ def test_cell_language_model_matches_scanned_lstm():
     )
     want = jax.nn.log_softmax(ys[0] @ w_out + b_out)[:, vocab_map]
     np.testing.assert_allclose(lm.initial_log_probs, want[0], rtol=1e-5, atol=1e-6)
-    state = lm.initial_state
+    state, step = lm.initial_state, jax.jit(lm.step)
     for i, tok in enumerate(ctc_tokens):
-        state, log_probs = lm.step(state, jnp.int32(tok))
+        state, log_probs = step(state, jnp.int32(tok))
         np.testing.assert_allclose(log_probs, want[i + 1], rtol=1e-5, atol=1e-6)
     # In the search, the reported LM score of the best hypothesis is the model's.
     lp = jax.nn.log_softmax(jax.random.normal(keys[0], (1, 3, 3)) * 3)
@@ -323,7 +324,7 @@ def test_cell_language_model_matches_scanned_lstm():
     state, lm_lp, nxt = lm.initial_state, 0.0, lm.initial_log_probs
     for tok in lab:
         lm_lp += float(nxt[tok])
-        state, nxt = lm.step(state, jnp.int32(tok))
+        state, nxt = step(state, jnp.int32(tok))
     np.testing.assert_allclose(res.lm_log_probs[0, 0], lm_lp, rtol=1e-5)
 
 

@@ -69,6 +69,11 @@ def greedy_decode(logits: Array, logit_lengths: Array, *, blank: int = 0) -> tup
       [1, 1, 2]
     """
     logits, logit_lengths, blank = check_logits(logits, logit_lengths, blank)
+    return _greedy(logits, logit_lengths, blank)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _greedy(logits: Array, logit_lengths: Array, blank: int) -> tuple[Array, Array]:
     batch, time, _ = logits.shape
     best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     previous = jnp.concatenate([jnp.full((batch, 1), _PAD, jnp.int32), best[:, :-1]], axis=1)
@@ -418,11 +423,12 @@ def _search_one(
     acoustic = jnp.logaddexp(beam["pb"], beam["pnb"])
     scores = fused(acoustic, beam["lm_score"], beam["plen"])
     best, order = lax.top_k(scores, top_k)
-    labels = beam["prefix"][order]
+    found = acoustic[order] > neg  # empty slots: no labelling left to fill them
+    labels = jnp.where(found[:, None], beam["prefix"][order], _PAD)
     return (
         jnp.where(labels == _PAD, blank, labels),
-        beam["plen"][order],
+        jnp.where(found, beam["plen"][order], 0),
         best,
         acoustic[order],
-        jnp.where(acoustic[order] > neg, beam["lm_score"][order], neg),
+        jnp.where(found, beam["lm_score"][order], neg),
     )

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from seqjax.typing import Array
+from numpy.typing import ArrayLike
 
 __all__ = ["cer", "labels_to_text", "wer"]
 
@@ -88,7 +87,7 @@ def wer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     return float(_jiwer().wer(reference=refs, hypothesis=hyps))
 
 
-def labels_to_text(labels: Array, lengths: Array, alphabet: Sequence[str]) -> list[str]:
+def labels_to_text(labels: ArrayLike, lengths: ArrayLike, alphabet: Sequence[str]) -> list[str]:
     """Joins padded label rows into strings, e.g. the output of a decoder.
 
     Args:
@@ -106,16 +105,16 @@ def labels_to_text(labels: Array, lengths: Array, alphabet: Sequence[str]) -> li
       >>> labels_to_text(np.array([[2, 1, 0], [3, 0, 0]]), np.array([2, 1]), "_abc")
       ['ba', 'c']
     """
-    labels = np.atleast_2d(np.asarray(labels))
-    lengths = np.atleast_1d(np.asarray(lengths))
-    if labels.ndim != 2 or lengths.shape != (labels.shape[0],):
+    rows = np.atleast_2d(np.asarray(labels))
+    counts = np.atleast_1d(np.asarray(lengths))
+    if rows.ndim != 2 or counts.shape != (rows.shape[0],):
         raise ValueError(
-            f"labels must be [B, L] with lengths [B], got {labels.shape} and {lengths.shape}"
+            f"labels must be [B, L] with lengths [B], got {rows.shape} and {counts.shape}"
         )
-    if lengths.size and (lengths.min() < 0 or lengths.max() > labels.shape[1]):
-        raise ValueError(f"lengths must lie in [0, {labels.shape[1]}], got {lengths.tolist()}")
+    if counts.size and (counts.min() < 0 or counts.max() > rows.shape[1]):
+        raise ValueError(f"lengths must lie in [0, {rows.shape[1]}], got {counts.tolist()}")
     out = []
-    for row, n in zip(labels, lengths, strict=True):
+    for row, n in zip(rows, counts, strict=True):
         row = row[: int(n)]
         if row.size and (row.min() < 0 or row.max() >= len(alphabet)):
             raise ValueError(f"label indices must lie in [0, {len(alphabet)}), got {row.tolist()}")
