@@ -224,6 +224,15 @@ def test_narrow_beam_scores_are_lower_bounds(beam_case, x64):
         for lab, s in zip(hypotheses(res, b), np.asarray(res.ctc_log_probs[b]), strict=True):
             assert s <= exact[lab] + 1e-12
         assert len(set(hypotheses(res, b))) == 2  # merged, never duplicated
+    # max_length=1 keeps only labellings of at most one label, with their exact probabilities.
+    res = ctc.beam_search(
+        jnp.asarray(lp), jnp.asarray(lengths), beam_width=4, top_k=3, max_length=1
+    )
+    assert res.labels.shape == (3, 3, 1)
+    for b, n in enumerate(lengths):
+        short = [(lab, s) for s, lab, _ in exhaustive_ranking(lp[b], n) if len(lab) <= 1]
+        assert hypotheses(res, b) == [lab for lab, _ in short]
+        np.testing.assert_allclose(res.ctc_log_probs[b], [s for _, s in short], rtol=1e-9)
 
 
 def bigram_lm(table_VV, first_V):

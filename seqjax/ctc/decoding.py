@@ -111,7 +111,8 @@ class BeamSearchResult(NamedTuple):
     """Hypotheses of :func:`beam_search`, best first.
 
     Attributes:
-      labels: ``[B, N, T]`` int32 labellings, padded with ``blank`` after ``lengths``.
+      labels: ``[B, N, max_length]`` int32 labellings (``max_length`` defaults to ``T``), padded
+        with ``blank`` after ``lengths``.
       lengths: ``[B, N]`` int32 label counts.
       scores: ``[B, N]`` fused scores ``ctc + lm_weight * lm + length_bonus * length``
         (``-inf`` marks an empty slot when fewer than ``N`` labellings are reachable).
