@@ -22,10 +22,8 @@ derivative of the loss with respect to the state ``h_t`` (through all later step
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import long_range as lr
+from experiments import scaffold
+from experiments.scaffold import ArgumentParser, check_output_dir, pyplot, write_outputs
 
 RESULTS_DIR = lr.RESULTS_DIR
 
@@ -45,30 +45,32 @@ def state_gradient_norms(
 ) -> dict[str, np.ndarray]:
     """Norms of the loss gradient with respect to every intermediate state.
 
-    The per-example loss is differentiated (so the numbers do not shrink with the batch size);
-    the norm over the hidden units is averaged over the batch.
+        The per-example loss is differentiated (so the numbers do not shrink with the batch size);
+        the norm over the hidden units is averaged over the batch.
 
-    Args:
-      model: a :class:`experiments.long_range.Model` (cell without a projection, so the
-        cell's output equals ``carry.h``).
-      params: its parameters.
-      inputs: a batch ``[B, T, ...]`` of the model's task.
-      targets: its targets.
+        Args:
+          model: a :class:`experiments.long_range.Model` (cell without a projection, so the
+            cell's output equals ``carry.h``).
+          params: its parameters.
+          inputs: a batch ``[B, T, ...]`` of the model's task.
+          targets: its targets.
 
-    Returns:
-      ``{"h": [T], "c": [T]}`` (``"c"`` only for cells whose carry has a cell state): entry
-      ``t`` is the batch mean of ``||d loss_b / d h_t||_2``.
+        Returns:
+          ``{"h": [T], "c": [T]}`` (``"c"`` only for cells whose carry has a cell state): entry
+          ``t`` is the batch mean of ``||d loss_b / d h_t||_2``.
 
-    Raises:
-      TypeError: the cell's carry has no ``h`` field.
+        Raises:
+          TypeError: the cell's carry has no ``h`` field.
 
-    Example:
-      >>> import jax, seqjax
-      >>> from experiments import long_range as lr
-      >>> m = lr.Model(seqjax.GRU(4), "adding")
-      >>> b = lr.make_batch("adding", jax.random.key(1), 2, 6)
-      >>> state_gradient_norms(m, m.init(jax.random.key(0)), *b)["h"].shape
-      (6,)
+        Example:
+          >>> import jax, seqjax
+          >>> from experiments import long_range as lr
+    from experiments import scaffold
+    from experiments.scaffold import ArgumentParser, check_output_dir, pyplot, write_outputs
+          >>> m = lr.Model(seqjax.GRU(4), "adding")
+          >>> b = lr.make_batch("adding", jax.random.key(1), 2, 6)
+          >>> state_gradient_norms(m, m.init(jax.random.key(0)), *b)["h"].shape
+          (6,)
     """
     cell = model.cell
     carry0 = cell.initial_carry((inputs.shape[0],))
@@ -194,6 +196,7 @@ def run(
     Returns:
       The JSON payload that was written.
     """
+    check_output_dir("--out", out_dir)
     t0 = time.perf_counter()
     probe = lr.make_batch("adding", jax.random.key(777), cfg.probe_size, cfg.length)
     part_a = []
@@ -268,10 +271,7 @@ def run(
         "part_b": part_b,
     }
     tag = "gradient_flow" + ("_quick" if quick else "")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{tag}.json").write_text(json.dumps(payload))
-    (out_dir / f"{tag}.md").write_text(_markdown(payload))
-    _figure(payload, out_dir / f"{tag}.png")
+    write_outputs(out_dir, tag, payload, _markdown, _figure, indent=None)
     return payload
 
 
@@ -299,7 +299,7 @@ def _markdown(p: dict[str, Any]) -> str:
         lines.append(
             f"| {r['label']} | {r['hidden']} | {r['slope_init']:+.4f} "
             f"({ratio(r['init']):.1e}) | {r['slope_trained']:+.4f} "
-            f"({ratio(r['trained']):.1e}) | {c} | {lr._fmt(r['test_mse'])} |"
+            f"({ratio(r['trained']):.1e}) | {c} | {lr.fmt(r['test_mse'])} |"
         )
     b = p["part_b"]
     lines += [
@@ -317,7 +317,7 @@ def _markdown(p: dict[str, Any]) -> str:
         bad = "never" if r.get("nonfinite_step") is None else str(r["nonfinite_step"])
         lines.append(
             f"| {clip} | {r['max_grad_norm']:.3g} | {r['median_grad_norm']:.3g} | "
-            f"{bad} | {lr._fmt(r['test_mse'])} |"
+            f"{bad} | {lr.fmt(r['test_mse'])} |"
         )
     lines += [
         "",
@@ -328,11 +328,7 @@ def _markdown(p: dict[str, Any]) -> str:
 
 
 def _figure(p: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, when in zip(axes[:2], ("init", "trained"), strict=True):
         for r in p["part_a"]:
@@ -393,10 +389,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     Prints a one-line JSON summary (slopes) as the last stdout line.
     """
-    p = argparse.ArgumentParser(prog="python -m experiments.gradient_flow")
+    p = ArgumentParser(prog="python -m experiments.gradient_flow")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS_DIR))
-    a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    p.set_defaults(handler=_main)
+    return scaffold.run(p, argv)
+
+
+def _main(a) -> dict[str, Any]:
     payload = run(QUICK if a.quick else FlowConfig(), a.quick, Path(a.out))
     summary = {
         r["label"]: {"slope_init": r["slope_init"], "slope_trained": r["slope_trained"]}

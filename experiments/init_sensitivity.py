@@ -12,11 +12,8 @@ Writes ``experiments/results/long_range/init_sensitivity[_quick].{json,md,png}``
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from experiments import long_range as lr
+from experiments import scaffold
+from experiments.scaffold import ArgumentParser, check_output_dir, pyplot, run_grid, write_outputs
 
 RESULTS_DIR = lr.RESULTS_DIR
 
@@ -69,36 +68,25 @@ def run(
     Returns:
       The JSON payload that was written.
     """
-    t0 = time.perf_counter()
-    runs = []
-    for cell in cfg.cells:
-        for scale in cfg.scales:
-            for seed in cfg.seeds:
-                r = lr.train_and_evaluate(
-                    lr.Config(
-                        task="adding",
-                        cell=cell,
-                        length=cfg.length,
-                        steps=cfg.steps,
-                        seed=seed,
-                        init_scale=scale,
-                        budget=cfg.budget,
-                        eval_every=cfg.steps,
-                    )
-                )
-                row = {
-                    "cell": r["cell"],
-                    "init_scale": scale,
-                    "seed": seed,
-                    "hidden": r["hidden"],
-                    "test_mse": r["test_mse"],
-                    "solved": r["solved"],
-                    "nonfinite": r["nonfinite"],
-                    "wall_s": r["wall_s"],
-                }
-                log(json.dumps(row))
-                runs.append(row)
-    wall = time.perf_counter() - t0
+    check_output_dir("--out", out_dir)
+
+    def one(cell, scale, seed):
+        r = lr.train_and_evaluate(
+            lr.Config(
+                task="adding",
+                cell=cell,
+                length=cfg.length,
+                steps=cfg.steps,
+                seed=seed,
+                init_scale=scale,
+                budget=cfg.budget,
+                eval_every=cfg.steps,
+            )
+        )
+        keys = ("hidden", "test_mse", "solved", "nonfinite", "wall_s")
+        return {"cell": r["cell"], "init_scale": scale, "seed": seed, **{k: r[k] for k in keys}}
+
+    runs, wall = run_grid({"cell": cfg.cells, "scale": cfg.scales, "seed": cfg.seeds}, one, log=log)
     cmd = f"python -m experiments.init_sensitivity{' --quick' if quick else ''}"
     payload = {
         "command": cmd,
@@ -107,11 +95,9 @@ def run(
         "runs": runs,
         "summary": summarise(runs),
     }
-    tag = "init_sensitivity" + ("_quick" if quick else "")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1))
-    (out_dir / f"{tag}.md").write_text(_markdown(payload))
-    _figure(payload, out_dir / f"{tag}.png")
+    write_outputs(
+        out_dir, "init_sensitivity" + ("_quick" if quick else ""), payload, _markdown, _figure
+    )
     return payload
 
 
@@ -166,19 +152,15 @@ def _markdown(p: dict[str, Any]) -> str:
     ]
     for s in p["summary"]:
         lines.append(
-            f"| {s['cell']} | {s['init_scale']:g} | {lr._fmt(s['median'])} | "
-            f"{lr._fmt(s['min'])} | {lr._fmt(s['max'])} | {s['log10_spread']:.2f} | "
+            f"| {s['cell']} | {s['init_scale']:g} | {lr.fmt(s['median'])} | "
+            f"{lr.fmt(s['min'])} | {lr.fmt(s['max'])} | {s['log10_spread']:.2f} | "
             f"{s['solved']}/{s['n']} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def _figure(p: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cfg = p["config"]
     fig, ax = plt.subplots(figsize=(6, 4))
     n_cells = len(cfg["cells"])
@@ -209,10 +191,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     Prints the per-(cell, scale) summary as one JSON line, last on stdout.
     """
-    p = argparse.ArgumentParser(prog="python -m experiments.init_sensitivity")
+    p = ArgumentParser(prog="python -m experiments.init_sensitivity")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS_DIR))
-    a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    p.set_defaults(handler=_main)
+    return scaffold.run(p, argv)
+
+
+def _main(a) -> dict[str, Any]:
     payload = run(QUICK if a.quick else SensitivityConfig(), a.quick, Path(a.out))
     print(json.dumps({"wall_s": payload["wall_s"], "summary": payload["summary"]}))
     return payload

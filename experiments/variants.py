@@ -15,12 +15,9 @@ Writes ``experiments/results/long_range/variants[_quick].{json,md,png}``.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,8 @@ from typing import Any
 import numpy as np
 
 from experiments import long_range as lr
+from experiments import scaffold
+from experiments.scaffold import ArgumentParser, check_output_dir, pyplot, run_grid, write_outputs
 
 RESULTS_DIR = lr.RESULTS_DIR
 
@@ -91,45 +90,35 @@ def run(
     Returns:
       The JSON payload that was written.
     """
-    t0 = time.perf_counter()
-    runs = []
-    for task, length, steps in (
-        ("adding", cfg.adding_length, cfg.adding_steps),
-        ("copy", cfg.copy_length, cfg.copy_steps),
-    ):
-        for variant in cfg.variants:
-            for seed in cfg.seeds:
-                r = lr.train_and_evaluate(
-                    lr.Config(
-                        task=task,
-                        cell=variant,
-                        length=length,
-                        steps=steps,
-                        seed=seed,
-                        hidden=cfg.hidden,
-                        eval_every=steps,
-                    )
-                )
-                row = {
-                    k: r[k]
-                    for k in (
-                        "task",
-                        "cell",
-                        "length",
-                        "seed",
-                        "hidden",
-                        "params",
-                        "baseline",
-                        "nonfinite",
-                        "wall_s",
-                    )
-                }
-                row[_metric(task)] = r[_metric(task)]
-                if task == "copy":
-                    row["recall_accuracy"] = r["recall_accuracy"]
-                log(json.dumps(row))
-                runs.append(row)
-    wall = time.perf_counter() - t0
+    check_output_dir("--out", out_dir)
+    tasks = {
+        "adding": (cfg.adding_length, cfg.adding_steps),
+        "copy": (cfg.copy_length, cfg.copy_steps),
+    }
+
+    def one(task, variant, seed):
+        length, steps = tasks[task]
+        r = lr.train_and_evaluate(
+            lr.Config(
+                task=task,
+                cell=variant,
+                length=length,
+                steps=steps,
+                seed=seed,
+                hidden=cfg.hidden,
+                eval_every=steps,
+            )
+        )
+        keys = ("task", "cell", "length", "seed", "hidden", "params", "baseline")
+        row = {k: r[k] for k in keys + ("nonfinite", "wall_s")}
+        row[_metric(task)] = r[_metric(task)]
+        if task == "copy":
+            row["recall_accuracy"] = r["recall_accuracy"]
+        return row
+
+    runs, wall = run_grid(
+        {"task": list(tasks), "variant": cfg.variants, "seed": cfg.seeds}, one, log=log
+    )
     cmd = f"python -m experiments.variants{' --quick' if quick else ''}"
     payload = {
         "command": cmd,
@@ -138,12 +127,12 @@ def run(
         "runs": runs,
         "ranking": rank(runs),
     }
-    tag = "variants" + ("_quick" if quick else "")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{tag}.json").write_text(json.dumps(payload, indent=1))
-    (out_dir / f"{tag}.md").write_text(_markdown(payload))
-    _figure(payload, out_dir / f"{tag}.png")
+    write_outputs(out_dir, _tag(quick), payload, _markdown, _figure)
     return payload
+
+
+def _tag(quick: bool) -> str:
+    return "variants" + ("_quick" if quick else "")
 
 
 def separated(a: Sequence[float], b: Sequence[float]) -> int:
@@ -247,12 +236,11 @@ def replot(quick: bool, out_dir: Path = RESULTS_DIR) -> dict[str, Any]:
 
     Returns:
       The saved payload.
+
+    Raises:
+      UsageError: the results have not been written yet.
     """
-    tag = "variants" + ("_quick" if quick else "")
-    payload = json.loads((out_dir / f"{tag}.json").read_text())
-    (out_dir / f"{tag}.md").write_text(_markdown(payload))
-    _figure(payload, out_dir / f"{tag}.png")
-    return payload
+    return scaffold.replot(out_dir, _tag(quick), _markdown, _figure)
 
 
 def _markdown(p: dict[str, Any]) -> str:
@@ -284,8 +272,8 @@ def _markdown(p: dict[str, Any]) -> str:
             else "n/a"
         )
         lines.append(
-            f"| {r['cell']} | {r['adding_params']} | {lr._fmt(r['adding_median'])}"
-            f"{mark[r['adding_vs_V']]} | {r['adding_rank']} | {lr._fmt(r['copy_median'])}"
+            f"| {r['cell']} | {r['adding_params']} | {lr.fmt(r['adding_median'])}"
+            f"{mark[r['adding_vs_V']]} | {r['adding_rank']} | {lr.fmt(r['copy_median'])}"
             f"{mark[r['copy_vs_V']]} | {r['copy_recall_median']:.2f} | {r['copy_rank']} | "
             f"{r['mean_rank']:.1f} | {tp} |"
         )
@@ -302,11 +290,7 @@ def _markdown(p: dict[str, Any]) -> str:
 
 
 def _figure(p: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     order = [r["cell"] for r in p["ranking"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, task in zip(axes, ("adding", "copy"), strict=True):
@@ -337,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     Prints the ranking as one JSON line, last on stdout.
     """
-    p = argparse.ArgumentParser(prog="python -m experiments.variants")
+    p = ArgumentParser(prog="python -m experiments.variants")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument(
@@ -345,7 +329,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="rebuild the Markdown table and the figure from the saved JSON",
     )
-    a = p.parse_args(list(sys.argv[1:] if argv is None else argv))
+    p.set_defaults(handler=_main)
+    return scaffold.run(p, argv)
+
+
+def _main(a) -> dict[str, Any]:
     if a.replot:
         payload = replot(a.quick, Path(a.out))
     else:

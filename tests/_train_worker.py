@@ -194,7 +194,11 @@ def main(argv: list[str]) -> None:
             i = rest.index("--kill_at_step")
             kill_at = int(rest[i + 1])
             rest = rest[:i] + rest[i + 2 :]
-        config = train.parse_config(TinyConfig, rest)
+        # --field value overrides, parsed as the experiments parse theirs (argparse)
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from experiments.scaffold import config_from_argv
+
+        config = config_from_argv(TinyConfig(), rest, prog="_train_worker.py run")
         if kill_at is not None:
             _die_while_committing(kill_at)
         result = run(config, target, verbose=True)

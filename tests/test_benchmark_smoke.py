@@ -15,13 +15,14 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from benchmarks import rnn  # noqa: E402
+from benchmarks.rnn import impls, timing, workloads  # noqa: E402
+from benchmarks.rnn.__main__ import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = rnn.main(["--quick", "--out", str(out)])
+    result = main(["--quick", "--out", str(out)])
     return out, result
 
 
@@ -37,14 +38,14 @@ def test_every_entry_ran_both_workloads(quick_result):
     _, result = quick_result
     rows = result["layers"]
     for kind in ("lstm", "gru"):
-        names = set(rnn.entries(kind))
+        names = set(impls.entries(kind))
         assert {"seqjax fused", "seqjax reference"} <= names
         for workload in ("train", "infer"):
             got = {r["impl"] for r in rows if r["kind"] == kind and r["workload"] == workload}
             assert got == names, (kind, workload, got ^ names)
     for r in rows:
         assert r["ms"] > 0 and math.isfinite(r["ms"]) and r["runs"] >= 1
-        flops = rnn.matmul_flops(
+        flops = timing.matmul_flops(
             r["kind"], r["B"], r["T"], r["I"], r["H"], r["workload"] == "train"
         )
         assert r["gflops"] == pytest.approx(flops / (r["ms"] / 1e3) / 1e9)
@@ -67,7 +68,7 @@ def test_ratios_generation_and_scaling_are_consistent(quick_result):
             gen["torch_loop_ms_per_token"] / gen["seqjax_ms_per_token"]
         )
     sc = result["scaling"]
-    assert sc["T"] == rnn.make_config(True, None).scaling_T
+    assert sc["T"] == workloads.make_config(True, None).scaling_T
     assert len(sc["seqjax_fused_ms"]) == len(sc["T"])
     rem = sc["remat"]
     # chunked remat keeps [sqrt(T)] steps of activations instead of [T]: less compiled memory
@@ -91,7 +92,7 @@ def test_targets_summarise_the_issue_goals(quick_result):
 def test_recurrent_floor_covers_every_shape(quick_result):
     _, result = quick_result
     floor = result["recurrent_floor"]
-    cfg = rnn.make_config(True, None)
+    cfg = workloads.make_config(True, None)
     assert {(f["kind"], f["B"], f["T"], f["I"], f["H"]) for f in floor} == {
         (k, *s) for k in ("lstm", "gru") for s in cfg.shapes
     }
@@ -99,7 +100,7 @@ def test_recurrent_floor_covers_every_shape(quick_result):
         for lib in ("xla", "torch", "torch_1thread"):
             if f"{lib}_us" not in f:
                 continue
-            N = rnn.GATES[f["kind"]] * f["H"]
+            N = timing.GATES[f["kind"]] * f["H"]
             assert f[f"{lib}_gflops"] == pytest.approx(
                 2 * f["B"] * f["H"] * N / (f[f"{lib}_us"] * 1e-6) / 1e9
             )
@@ -108,11 +109,11 @@ def test_recurrent_floor_covers_every_shape(quick_result):
 
 def test_eigen_dots_entry_matches_fused_values():
     # the compiler option changes which matmul library XLA:CPU calls, not the numbers
-    if not rnn.eigen_dots_supported():
+    if not impls.eigen_dots_supported():
         pytest.skip("XLA:CPU with the Eigen-dots option is not this backend")
     xs = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
-    base = rnn.seqjax_impl("lstm", "fused")(2, 5, 3, 4, xs)
-    eig = rnn.seqjax_impl("lstm", "fused", rnn.EIGEN_DOTS)(2, 5, 3, 4, xs)
+    base = impls.seqjax_impl("lstm", "fused")(2, 5, 3, 4, xs)
+    eig = impls.seqjax_impl("lstm", "fused", impls.EIGEN_DOTS)(2, 5, 3, 4, xs)
     for a, b in zip(base, eig, strict=True):
         np.testing.assert_allclose(
             np.asarray(jax.tree_util.tree_leaves(a())[0]),
@@ -125,9 +126,9 @@ def test_eigen_dots_entry_matches_fused_values():
 def test_flop_count_matches_hand_count():
     # LSTM, B=2, T=3, I=5, H=7: forward 2*T*B*4H*(I+H); training adds dW (same) and dh (H*H)
     fwd = 2 * 3 * 2 * 28 * 12
-    assert rnn.matmul_flops("lstm", 2, 3, 5, 7, False) == fwd
-    assert rnn.matmul_flops("lstm", 2, 3, 5, 7, True) == 2 * fwd + 2 * 3 * 2 * 28 * 7
-    assert rnn.matmul_flops("gru", 2, 3, 5, 7, False) == 2 * 3 * 2 * 21 * 12
+    assert timing.matmul_flops("lstm", 2, 3, 5, 7, False) == fwd
+    assert timing.matmul_flops("lstm", 2, 3, 5, 7, True) == 2 * fwd + 2 * 3 * 2 * 28 * 7
+    assert timing.matmul_flops("gru", 2, 3, 5, 7, False) == 2 * 3 * 2 * 21 * 12
 
 
 def test_markdown_report_lists_every_row(quick_result):

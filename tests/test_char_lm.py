@@ -1,4 +1,4 @@
-"""Smoke runs of experiments/char_lm.py: train, checkpoint, exact resume, generate, errors."""
+"""Smoke runs of experiments/char_lm: train, checkpoint, exact resume, generate, errors."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from experiments import char_lm
+from experiments.char_lm.__main__ import config_from_args, main
+from experiments.scaffold import UsageError
 
 TINY = dict(
     layers=1,
@@ -73,7 +75,7 @@ def trained(tmp_path_factory, text_file):
     for k, v in {**TINY, **REGULARISED}.items():
         if k not in ("layers", "hidden", "total_steps", "save_every"):
             argv += [f"--{k.replace('_', '-')}", str(v)]
-    char_lm.main(argv)
+    main(argv)
     return workdir
 
 
@@ -120,7 +122,7 @@ def test_generate_from_the_run(trained, capsys):
     assert timing["tokens_per_sec"] > 0
     again, _ = char_lm.sample(model, "to be", 25, samples=3, temperature=1.0, top_k=5, seed=0)
     assert again == texts  # seeded
-    char_lm.main(
+    main(
         [
             "generate",
             "--workdir",
@@ -159,9 +161,9 @@ def test_resume_is_exact_with_regularisation(tmp_path, trained):
 
 
 def test_config_from_args_resumes_saved_config(trained):
-    config, workdir = char_lm.config_from_args(["--workdir", trained, "--steps", "20"])
+    config, workdir = config_from_args(["--workdir", trained, "--steps", "20"])
     assert workdir == trained and config.total_steps == 20 and config.hidden == 8
-    config, _ = char_lm.config_from_args(
+    config, _ = config_from_args(
         ["--workdir", trained + "_new", "--quick", "--learning-rate", "1e-3", "--zoneout-c", "0.5"]
     )
     assert (config.hidden, config.learning_rate, config.zoneout_c) == (
@@ -171,25 +173,30 @@ def test_config_from_args_resumes_saved_config(trained):
     )
 
 
-def test_bad_arguments(tmp_path, text_file):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        char_lm.main(
-            ["train", "--workdir", str(tmp_path / "a"), "--data", str(tmp_path / "missing.txt")]
-        )
-    with pytest.raises(ValueError, match="proj"):
-        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "gru", "--proj", "4"])
-    with pytest.raises(ValueError, match="zoneout-c"):
-        char_lm.config_from_args(
-            ["--workdir", str(tmp_path / "b"), "--cell", "rnn", "--zoneout-c", "0.5"]
-        )
-    with pytest.raises(ValueError, match="unknown config key 'hiden'"):
-        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--hiden", "4"])
-    with pytest.raises(SystemExit):
-        char_lm.config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "transformer"])
+def test_bad_arguments(tmp_path, text_file, capsys):
+    # the command line's one-line errors are in tests/test_cli_errors.py; here the API
+    missing = char_lm.CharLMConfig(data=str(tmp_path / "missing.txt"), **TINY)
+    with pytest.raises(UsageError, match="--data: expected a non-empty UTF-8 text file"):
+        char_lm.train_and_evaluate(missing, str(tmp_path / "a"), verbose=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(UsageError, match="--proj: expected an LSTM-family --cell"):
+        config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "gru", "--proj", "4"])
+    with pytest.raises(UsageError, match="--zoneout-c"):
+        config_from_args(["--workdir", str(tmp_path / "b"), "--cell", "rnn", "--zoneout-c", "0.5"])
+    for bad in (["--hiden", "4"], ["--cell", "transformer"], ["--hidden", "x"]):
+        with pytest.raises(SystemExit) as e:
+            config_from_args(["--workdir", str(tmp_path / "b"), *bad])
+        assert e.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(
+        line.startswith("python -m experiments.char_lm train: error:") for line in err
+    )
+    assert "--hiden" in err[0] and "transformer" in err[1] and "'x'" in err[2]
     small = char_lm.CharLMConfig(data=text_file, **{**TINY, "batch_size": 64, "seq_len": 200})
-    with pytest.raises(ValueError, match="needs at least"):
+    with pytest.raises(UsageError, match="needs at least"):
         char_lm.train_and_evaluate(small, str(tmp_path / "c"), verbose=False)
-    with pytest.raises(FileNotFoundError, match="train a model there first"):
+    assert not (tmp_path / "c").exists()  # checked before anything is written
+    with pytest.raises(UsageError, match="expected a run directory made by"):
         char_lm.restore(str(tmp_path / "nothing"))
 
 

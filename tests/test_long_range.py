@@ -14,6 +14,7 @@ from experiments import gradient_flow as gf
 from experiments import init_sensitivity as ins
 from experiments import long_range as lr
 from experiments import variants as va
+from experiments.long_range.__main__ import main, parser
 
 
 def _closed_form_count(name: str, H: int, I: int, O: int) -> int:
@@ -51,11 +52,11 @@ def test_cell_names():
     assert lr.make_cell("rnn", 3) == seqjax.SimpleRNN(3)
     with pytest.raises(ValueError, match="unknown cell 'lstn'"):
         lr.canonical_cell("lstn")
-    with pytest.raises(ValueError, match="budget 10 is too small"):
+    with pytest.raises(ValueError, match="--budget: expected at least"):
         lr.hidden_for_budget("lstm", "adding", 10)
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match="--task: expected one of"):
         lr.Config(task="sorting")
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    with pytest.raises(ValueError, match="--steps: expected a positive int"):
         lr.Config(steps=0)
     with pytest.raises(ValueError, match="optimizer"):
         lr.Config(optimizer="rmsprop")
@@ -74,7 +75,7 @@ def _last_json(out: str) -> dict:
 
 # The CLI tests use the shapes of test_variants_tiny_run, so the compilations are shared.
 def test_cli_adding_prints_json(capsys, tmp_path):
-    lr.main(
+    main(
         [
             "--task",
             "adding",
@@ -113,7 +114,7 @@ def test_cli_adding_prints_json(capsys, tmp_path):
 
 
 def test_cli_copy_prints_json(capsys):
-    lr.main(["--task", "copy", "--cell", "nfg", "--length", "2", "--steps", "2", "--hidden", "3"])
+    main(["--task", "copy", "--cell", "nfg", "--length", "2", "--steps", "2", "--hidden", "3"])
     r = _last_json(capsys.readouterr().out)
     for key in ("task", "cell", "length", "steps", "test_xent", "recall_accuracy", "baseline"):
         assert key in r
@@ -125,15 +126,15 @@ def test_cli_copy_prints_json(capsys):
 
 
 def test_cli_clip_zero_means_no_clipping():
-    ns = lr._parser().parse_args(["--clip-norm", "0"])
+    ns = parser().parse_args(["train", "--clip-norm", "0"])
     assert ns.clip_norm == 0.0  # main() maps 0 to None (no clipping)
-    with pytest.raises(ValueError, match="clip_norm"):
+    with pytest.raises(ValueError, match="clip-norm"):
         lr.Config(clip_norm=-1.0)
 
 
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
-        lr.main(["--cell", "transformer", "--steps", "1"])
+        main(["--cell", "transformer", "--steps", "1"])
     assert "unknown cell" in capsys.readouterr().err
 
 
@@ -318,7 +319,7 @@ def test_sweep_tiny_run_and_replot(tmp_path):
     md = (tmp_path / "adding_quick.md").read_text()
     assert "sweep --task adding --quick" in md and "| NFG | 3 |" in md
     (tmp_path / "adding_quick.md").unlink()
-    lr.main(["sweep", "--task", "adding", "--quick", "--replot", "--out", str(tmp_path)])
+    main(["sweep", "--task", "adding", "--quick", "--replot", "--out", str(tmp_path)])
     assert (tmp_path / "adding_quick.md").read_text() == md
     assert (tmp_path / "adding_quick.png").stat().st_size > 0
 

@@ -8,7 +8,7 @@ Public API (see ``docs/training.md``):
 - :class:`Checkpointer`, :class:`IncompatibleCheckpointError`,
   :class:`CheckpointCorruptWarning`;
 - :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`;
-- :class:`TrainConfig`, :func:`parse_config`, :func:`config_to_dict`, :func:`format_config`;
+- :class:`TrainConfig`, :func:`config_to_dict`, :func:`config_diff`, :func:`format_config`;
 - :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`,
   :func:`read_metrics`, :func:`missing_optional_outputs`, :class:`OptionalOutputWarning`;
 - :func:`batch_indices`, :func:`stream_window` (data order as a function of the step).
@@ -28,7 +28,6 @@ from seqjax.train.config import (
     config_from_dict,
     config_to_dict,
     format_config,
-    parse_config,
 )
 from seqjax.train.data_order import batch_indices, stream_window
 from seqjax.train.loop import TrainResult, check_workdir, evaluate, train_loop
@@ -89,7 +88,6 @@ __all__ = [
     "make_train_step",
     "missing_optional_outputs",
     "optimizer_from_config",
-    "parse_config",
     "place_state",
     "plot_curves",
     "read_metrics",

@@ -1,9 +1,11 @@
-"""Run configuration: a dataclass with defaults, command-line overrides, JSON round trip.
+"""Run configuration: a dataclass with defaults, its JSON form, and the diff shown on resume.
 
-The pattern follows the Flax examples: an experiment declares one dataclass whose fields are
-its hyperparameters (usually by subclassing :class:`TrainConfig`, which holds the fields the
-training loop reads), a user overrides any field from the command line, and the resolved
-config is printed at start and saved beside every checkpoint.
+The pattern follows the Flax examples: an experiment declares one frozen dataclass whose fields
+are its hyperparameters (usually by subclassing :class:`TrainConfig`, which holds the fields the
+training loop reads); the resolved config is printed at start and saved beside every
+checkpoint, and a resumed run prints what changed since (:func:`config_diff`). Setting fields
+from a command line is the application's business (the experiments use argparse through
+``experiments/scaffold``).
 
 .. code-block:: python
 
@@ -12,20 +14,21 @@ config is printed at start and saved beside every checkpoint.
         hidden_size: int = 256
         seq_len: int = 128
 
-    config = seqjax.train.parse_config(CharLMConfig, sys.argv[1:])
-    # python charlm.py --hidden_size 512 --learning_rate=3e-3 --total_steps 20000
-
-Nested dataclass fields are addressed with dots (``--model.hidden_size 64``).
+    config = CharLMConfig(hidden_size=512, total_steps=20000)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import json
+import re
 import types
 import typing
-from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "TrainConfig",
@@ -33,7 +36,6 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "format_config",
-    "parse_config",
 ]
 
 
@@ -101,36 +103,70 @@ def _check_dataclass_instance(config: Any) -> None:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Converts a (nested) dataclass config to a JSON-serialisable dict.
 
+    Equal configs give equal dicts in every process, so a resumed run's :func:`config_diff`
+    against the dict saved with its checkpoint is empty unless a value really changed: dtypes
+    are written as their names (``"float32"``), functions and classes as their qualified names,
+    initializers made by a factory (``orthogonal()``) with the factory's arguments, and no
+    value as a ``repr`` holding a memory address.
+
     Args:
-      config: a dataclass instance whose fields are JSON scalars, tuples/lists of them, or
-        nested dataclasses.
+      config: a dataclass instance whose fields are JSON scalars, tuples/lists/dicts of them,
+        nested dataclasses (a seqjax cell, say), dtypes or functions.
 
     Returns:
-      A dict of plain Python values; tuples become lists. Frozen dataclass values such as a
-      seqjax cell are stored as ``{"__class__": "LSTM", ...fields}``.
+      A dict of plain Python values; tuples become lists.
 
     Raises:
       TypeError: ``config`` is not a dataclass instance.
 
     Example:
+      >>> import seqjax
       >>> config_to_dict(TrainConfig(total_steps=5))["total_steps"]
       5
+      >>> cell = config_to_dict(seqjax.LSTM(4))
+      >>> cell["param_dtype"], cell["recurrent_init"]["function"].rsplit(".", 2)[-2:]
+      ('float32', ['<locals>', 'init'])
     """
     _check_dataclass_instance(config)
+    return _describe(config)
 
-    def conv(v: Any) -> Any:
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            d = {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
-            return d
-        if isinstance(v, (list, tuple)):
-            return [conv(x) for x in v]
-        if isinstance(v, dict):
-            return {str(k): conv(x) for k, x in v.items()}
-        if v is None or isinstance(v, (bool, int, float, str)):
-            return v
-        return repr(v)
 
-    return conv(config)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _describe(v: Any) -> Any:
+    """A JSON value standing for ``v``, equal for equal values across processes."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _describe(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, (list, tuple)):
+        return [_describe(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _describe(x) for k, x in v.items()}
+    if isinstance(v, np.dtype) or (isinstance(v, type) and hasattr(v, "dtype")):
+        try:  # np.float32, jnp.bfloat16, np.dtype("int8"): the dtype's name
+            return np.dtype(v).name
+        except TypeError:
+            pass
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, functools.partial):
+        args = [_describe(a) for a in v.args]
+        kwargs = {k: _describe(x) for k, x in sorted(v.keywords.items())}
+        return {"partial": _describe(v.func), "args": args, "kwargs": kwargs}
+    if isinstance(v, type):
+        return f"{v.__module__}.{v.__qualname__}"
+    if inspect.isfunction(v) or inspect.isbuiltin(v):
+        name = f"{getattr(v, '__module__', None) or ''}.{v.__qualname__}".lstrip(".")
+        if inspect.isfunction(v) and v.__closure__:
+            # a closure made by a factory (jax.nn.initializers.orthogonal(scale=2)): its
+            # captured arguments tell one initializer from another
+            captured = inspect.getclosurevars(v).nonlocals
+            described = {k: _describe(x) for k, x in sorted(captured.items()) if x is not v}
+            return {"function": name, "closure": described}
+        return name
+    return _ADDRESS.sub("", repr(v))
 
 
 def format_config(config: Any) -> str:
@@ -246,14 +282,13 @@ def _coerce_value(name: str, tp: Any, v: Any) -> Any:
     if args is not None:
         if v is None and type(None) in args:
             return None
-        errors = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _coerce_value(name, a, v)
-            except (TypeError, ValueError) as e:
-                errors.append(str(e))
+            except (TypeError, ValueError):
+                continue
         raise TypeError(f"config key {name!r} expects {tp}, got {v!r}")
     origin = typing.get_origin(tp)
     if origin in (tuple, list):
@@ -287,161 +322,3 @@ def _coerce_value(name: str, tp: Any, v: Any) -> Any:
     if isinstance(tp, type) and not isinstance(v, tp):
         raise TypeError(f"config key {name!r} expects {tp.__name__}, got {v!r}")
     return v
-
-
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-def _parse_text(name: str, tp: Any, text: str) -> Any:
-    """Parses one command-line value for a field of type ``tp``."""
-    args = _union_args(tp)
-    if args is not None:
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _parse_text(name, a, text)
-            except (TypeError, ValueError):
-                continue
-        raise ValueError(f"--{name}: cannot parse {text!r} as {tp}")
-    if tp is bool:
-        low = text.lower()
-        if low in _TRUE:
-            return True
-        if low in _FALSE:
-            return False
-        raise ValueError(f"--{name} expects a bool (true/false/1/0/yes/no), got {text!r}")
-    if tp is int:
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                f = float(text)
-            except ValueError:
-                f = None
-            if f is not None and f.is_integer():
-                return int(f)
-            raise ValueError(f"--{name} expects an int, got {text!r}") from None
-    if tp is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise ValueError(f"--{name} expects a float, got {text!r}") from None
-    if tp is str or tp is Any:
-        return text
-    origin = typing.get_origin(tp)
-    if origin in (tuple, list):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = [s for s in text.split(",") if s != ""]
-            targs = typing.get_args(tp)
-            elt = targs[0] if targs else str
-            value = [_parse_text(name, elt, s.strip()) for s in value]
-        if not isinstance(value, list):
-            value = [value]
-        try:
-            return _coerce_value(name, tp, value)
-        except TypeError as e:
-            raise ValueError(f"--{name}: {e}") from None
-    raise TypeError(f"--{name}: fields of type {tp!r} cannot be set from the command line")
-
-
-def parse_config(config: Any, argv: Sequence[str] | None = None) -> Any:
-    """Applies ``--key value`` / ``--key=value`` command-line overrides to a config dataclass.
-
-    Types come from the dataclass field annotations: ``int``, ``float``, ``str``, ``bool``
-    (``true/false/1/0/yes/no``; a bare ``--flag`` means true), ``Optional[...]`` (``none``),
-    ``tuple[int, ...]``/``list[...]`` (``1,2,3`` or JSON ``[1, 2, 3]``). Nested dataclass fields
-    are addressed with dots: ``--model.hidden_size 64``.
-
-    Args:
-      config: a dataclass type (its defaults are the base) or instance.
-      argv: the arguments, e.g. ``sys.argv[1:]``; None reads ``sys.argv[1:]``.
-
-    Returns:
-      A new config instance (the input is not modified).
-
-    Raises:
-      ValueError: an unknown key (the message lists the valid keys), a value that does not
-        parse as its field's type, a positional argument, or a key given without a value.
-      TypeError: ``config`` is not a dataclass.
-
-    Example:
-      >>> parse_config(TrainConfig, ["--learning_rate=3e-3", "--total_steps", "20"]).total_steps
-      20
-    """
-    import sys
-
-    if isinstance(config, type):
-        if not dataclasses.is_dataclass(config):
-            raise TypeError(f"expected a dataclass type or instance, got {config!r}")
-        config = config()
-    _check_dataclass_instance(config)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--") or arg == "--":
-            raise ValueError(f"expected --key value or --key=value, got {arg!r}")
-        body = arg[2:]
-        if "=" in body:
-            key, text = body.split("=", 1)
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            key, text = body, argv[i + 1]
-            i += 2
-        else:
-            key, text = body, None  # a bare flag: only valid for bools
-            i += 1
-        overrides.append((key.replace("-", "_"), text))
-    valid = sorted(_valid_keys(config))
-    for key, text in overrides:
-        config = _set_path(config, key.split("."), key, text, valid)
-    return config
-
-
-def _valid_keys(config: Any, prefix: str = "") -> list[str]:
-    keys = []
-    for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        if dataclasses.is_dataclass(v) and not isinstance(v, type):
-            keys.extend(_valid_keys(v, f"{prefix}{f.name}."))
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def _set_path(config: Any, path: list[str], full: str, text: str | None, valid: list[str]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(config) if f.init}
-    name = path[0]
-    if name not in fields:
-        raise ValueError(f"unknown config key {full!r}; valid keys: {valid}")
-    current = getattr(config, name)
-    if len(path) > 1:
-        if not (dataclasses.is_dataclass(current) and not isinstance(current, type)):
-            raise ValueError(
-                f"unknown config key {full!r}: {name!r} is not a nested config; valid keys: {valid}"
-            )
-        return dataclasses.replace(
-            config, **{name: _set_path(current, path[1:], full, text, valid)}
-        )
-    tp = typing.get_type_hints(type(config)).get(name, Any)
-    if text is None:
-        if tp is bool or (_union_args(tp) and bool in _union_args(tp)):
-            value: Any = True
-        else:
-            raise ValueError(f"--{full} needs a value (--{full} VALUE or --{full}=VALUE)")
-    else:
-        value = _parse_text(full, tp, text)
-    return dataclasses.replace(config, **{name: value})
-
-
-def load_config_json(path: str) -> dict[str, Any]:
-    """Reads a config dict written by the training loop (``config.json``)."""
-    with open(path) as f:
-        return json.load(f)

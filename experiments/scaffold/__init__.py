@@ -1,0 +1,52 @@
+"""What every experiment shares: the command line, input checks, results files, grids.
+
+An experiment package (``experiments/<name>/``) keeps its defaults in ``config.py``, its model,
+data and training in their own modules, and a ``__main__.py`` that only builds the command line
+from these pieces:
+
+- :mod:`experiments.scaffold.cli`: :class:`UsageError`, the one-line-error
+  :class:`ArgumentParser`, config dataclass fields as ``--field-name`` options, :func:`run`;
+- :mod:`experiments.scaffold.checks`: checks made before anything is written;
+- :mod:`experiments.scaffold.results`: JSON/Markdown/PNG writers and :func:`run_grid`.
+"""
+
+from experiments.scaffold.checks import at_least, check_output_dir, check_run_dir, in_range
+from experiments.scaffold.cli import (
+    ArgumentParser,
+    UsageError,
+    add_config_arguments,
+    add_subcommands,
+    apply_overrides,
+    config_from_argv,
+    run,
+    value_parser,
+)
+from experiments.scaffold.results import (
+    markdown_table,
+    pyplot,
+    replot,
+    run_grid,
+    write_json,
+    write_outputs,
+)
+
+__all__ = [
+    "ArgumentParser",
+    "UsageError",
+    "add_config_arguments",
+    "add_subcommands",
+    "apply_overrides",
+    "at_least",
+    "check_output_dir",
+    "check_run_dir",
+    "config_from_argv",
+    "in_range",
+    "markdown_table",
+    "pyplot",
+    "replot",
+    "run",
+    "run_grid",
+    "value_parser",
+    "write_json",
+    "write_outputs",
+]
