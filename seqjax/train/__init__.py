@@ -7,7 +7,8 @@ Public API (see ``docs/training.md``):
 - :func:`make_optimizer`, :func:`make_schedule`, :func:`optimizer_from_config`;
 - :class:`Checkpointer`, :class:`IncompatibleCheckpointError`,
   :class:`CheckpointCorruptWarning`;
-- :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`;
+- :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`,
+  :func:`to_host`, :data:`DATA_AXIS`;
 - :class:`TrainConfig`, :func:`config_to_dict`, :func:`config_diff`, :func:`format_config`;
 - :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`,
   :func:`read_metrics`, :func:`missing_optional_outputs`, :class:`OptionalOutputWarning`;
@@ -38,12 +39,14 @@ from seqjax.train.optim import (
     schedule_from_config,
 )
 from seqjax.train.sharding import (
+    DATA_AXIS,
     batch_sharding,
     make_mesh,
     place_state,
     replicated,
     shard_batch,
     state_shardings,
+    to_host,
 )
 from seqjax.train.state import TrainState
 from seqjax.train.step import (
@@ -63,6 +66,7 @@ from seqjax.train.writers import (
 )
 
 __all__ = [
+    "DATA_AXIS",
     "CheckpointCorruptWarning",
     "Checkpointer",
     "IncompatibleCheckpointError",
@@ -99,5 +103,6 @@ __all__ = [
     "state_shardings",
     "stream_window",
     "summarize_metrics",
+    "to_host",
     "train_loop",
 ]

@@ -76,14 +76,18 @@ def _describe_differences(
 ) -> list[str]:
     lines = []
     for name in sorted(set(saved) | set(expected)):
-        a, b = saved.get(name), expected.get(name)
-        if a is None:
+        if name not in saved:
+            b = expected[name]
             lines.append(
                 f"  {name}: missing from the checkpoint (model expects shape {b[0]} {b[1]})"
             )
-        elif b is None:
+            continue
+        a = saved[name]
+        if name not in expected:
             lines.append(f"  {name}: in the checkpoint (shape {a[0]} {a[1]}) but not in the model")
-        elif tuple(a[0]) != tuple(b[0]) or a[1] != b[1]:
+            continue
+        b = expected[name]
+        if tuple(a[0]) != tuple(b[0]) or a[1] != b[1]:
             lines.append(
                 f"  {name}: checkpoint has shape {tuple(a[0])} {a[1]}, model expects "
                 f"{tuple(b[0])} {b[1]}"

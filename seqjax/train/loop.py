@@ -378,13 +378,12 @@ def train_loop(
                 sums = to_host(acc)
                 now = time.perf_counter()
                 train_metrics = summarize_metrics(sums)
-                train_metrics["tokens_per_sec"] = float(sums["count"]) / max(
+                train_metrics["tokens_per_sec"] = float(np.asarray(sums["count"])) / max(
                     now - window_start, 1e-9
                 )
                 with jax.numpy_dtype_promotion("standard"):
-                    train_metrics["learning_rate"] = float(
-                        schedule(done // max(1, config.accumulate_steps))
-                    )
+                    lr = schedule(done // max(1, config.accumulate_steps))
+                    train_metrics["learning_rate"] = float(np.asarray(lr))
                 writer.write(done, "train", train_metrics)
                 if pbar is not None:
                     pbar.set_postfix(
@@ -392,7 +391,7 @@ def train_loop(
                         tok_s=f"{train_metrics['tokens_per_sec']:.3g}",
                     )
                 acc, window_start = None, now
-            if do_eval:
+            if do_eval and eval_step is not None and eval_batches is not None:
                 eval_metrics = evaluate(eval_step, state.params, eval_batches(), mesh, eval_carry)
                 writer.write(done, "eval", eval_metrics)
                 if pbar is None:

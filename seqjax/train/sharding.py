@@ -29,10 +29,11 @@ __all__ = [
     "state_shardings",
 ]
 
+#: The name of the mesh axis that :func:`make_mesh` creates and batches are split along.
 DATA_AXIS = "data"
 
 
-def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
     """A 1-D mesh over ``devices`` (default: all devices of all processes), axis ``"data"``.
 
     Args:
@@ -125,7 +126,7 @@ def state_shardings(state: PyTree, mesh: Mesh) -> PyTree:
     """Shardings for a :class:`~seqjax.train.TrainState`: all replicated but the carry.
 
     Args:
-      state: the train state (arrays or ``jax.ShapeDtypeStruct``s).
+      state: the train state (arrays or ``jax.ShapeDtypeStruct`` values).
       mesh: the mesh.
 
     Returns:

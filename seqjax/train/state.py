@@ -12,7 +12,7 @@ import optax
 
 from seqjax.typing import Array, PyTree
 
-__all__ = ["TrainState", "as_key_data"]
+__all__ = ["TrainState"]
 
 
 def as_key_data(rng: Any) -> Array:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -209,7 +210,7 @@ def make_train_step(
       donate: donate the input state's buffers (the caller must not reuse ``state``).
       jit: compile the step (False returns the plain function, for debugging).
       compiler_options: XLA options for this compilation (``jax.jit(compiler_options=)``), e.g.
-        :data:`seqjax.kernels.XLA_CPU_EIGEN_DOTS` for large hidden sizes on CPU.
+        ``seqjax.kernels.XLA_CPU_EIGEN_DOTS`` for large hidden sizes on CPU.
 
     Returns:
       ``train_step(state, batch) -> (new_state, metrics)``.
@@ -269,7 +270,8 @@ def make_train_step(
         first_bad = jnp.where(
             state.nonfinite_step >= 0, state.nonfinite_step, jnp.where(finite, -1, state.step)
         ).astype(jnp.int32)
-        new_state = state.replace(
+        new_state = dataclasses.replace(
+            state,
             step=jnp.where(finite, state.step + 1, state.step).astype(jnp.int32),
             params=keep(params, state.params),
             opt_state=keep(opt_state, state.opt_state),
@@ -338,7 +340,7 @@ def make_eval_step(
         metrics = {
             "loss_sum": jnp.asarray(out.loss_sum, jnp.float32),
             "count": jnp.asarray(out.count, jnp.float32),
-            **{k: jnp.asarray(v, jnp.float32) for k, v in out.metrics.items()},
+            **{k: jnp.asarray(v, jnp.float32) for k, v in (out.metrics or {}).items()},
         }
         return metrics, (out.carry if carry is not None else None)
 

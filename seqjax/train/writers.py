@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "OPTIONAL_OUTPUTS",
     "MetricWriter",
     "OptionalOutputWarning",
     "missing_optional_outputs",
@@ -25,8 +24,8 @@ __all__ = [
     "read_metrics",
 ]
 
-#: The optional outputs of a run: package -> what it writes.
-OPTIONAL_OUTPUTS = {
+# The optional outputs of a run: package -> what it writes.
+_OPTIONAL_OUTPUTS = {
     "tensorboardX": "TensorBoard event files (tensorboard/)",
     "matplotlib": "the learning-curve PNG (learning_curves.png)",
 }
@@ -52,14 +51,14 @@ def missing_optional_outputs() -> dict[str, str]:
     """The optional output packages that cannot be imported, with what each would write.
 
     Returns:
-      A dict ``package -> description`` (a subset of :data:`OPTIONAL_OUTPUTS`); empty when
-      ``tensorboardX`` and ``matplotlib`` are both installed.
+      A dict ``package -> description`` of what it would write, for ``tensorboardX``
+      (TensorBoard events) and ``matplotlib`` (the PNG); empty when both are installed.
 
     Example:
       >>> set(missing_optional_outputs()) <= {"tensorboardX", "matplotlib"}
       True
     """
-    return {k: v for k, v in OPTIONAL_OUTPUTS.items() if not _importable(k)}
+    return {k: v for k, v in _OPTIONAL_OUTPUTS.items() if not _importable(k)}
 
 
 class MetricWriter:
