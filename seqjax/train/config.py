@@ -251,8 +251,9 @@ def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
     kwargs = {}
     for name, v in values.items():
         tp = hints.get(name, Any)
-        if _dataclass_type(tp) is not None and isinstance(v, dict):
-            kwargs[name] = config_from_dict(_dataclass_type(tp), v)
+        nested = _dataclass_type(tp)
+        if nested is not None and isinstance(v, dict):
+            kwargs[name] = config_from_dict(nested, v)
         else:
             kwargs[name] = _coerce_value(name, tp, v)
     return cls(**kwargs)
