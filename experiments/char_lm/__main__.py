@@ -32,7 +32,6 @@ from experiments.scaffold import (
     add_subcommands,
     apply_overrides,
     at_least,
-    check_output_dir,
     in_range,
     run,
 )
@@ -181,7 +180,6 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
     base = apply_overrides(CharLMConfig(**COMPARE_BASE), args)
     validate_config(base)
     variants = args.variants.split(",") if args.variants else None
-    check_output_dir("--root", args.root)
     summary = compare(
         args.root,
         base,

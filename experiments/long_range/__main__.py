@@ -21,7 +21,6 @@ from experiments.scaffold import (
     add_config_arguments,
     add_subcommands,
     apply_overrides,
-    check_output_dir,
     run,
 )
 
@@ -33,8 +32,6 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
         args.clip_norm = None  # --clip-norm 0 disables clipping
     cfg = apply_overrides(Config(), args)
     cfg = dataclasses.replace(cfg, eval_every=min(cfg.eval_every, cfg.steps))
-    if args.workdir is not None:
-        check_output_dir("--workdir", args.workdir)
     result = train_and_evaluate(cfg, args.workdir, log=lambda s: print(s, file=sys.stderr))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return result
