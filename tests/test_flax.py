@@ -566,7 +566,37 @@ def test_nnx_dropout_needs_rngs_only_with_dropout(xs):
 def test_uses_key(cell, expected):
     from seqjax.flax import _common
 
-    assert _common.uses_key(cell, F, jnp.dtype(jnp.float32)) is expected
+    assert _common.uses_key(cell, make_params(cell), jnp.zeros((B, T, F))) is expected
+
+
+def test_attention_decoder_with_bind_params(xs):
+    """An attentional decoder's memory reaches the cell through bind_params, in both flavours."""
+    from seqjax.attention import AttentionDecoder
+
+    dec = AttentionDecoder(seqjax.LSTM(4), memory_size=3, attention="general")
+    params = make_params(dec)
+    memory = jnp.asarray(np.random.default_rng(9).standard_normal((B, 5, 3)), jnp.float32)
+    mem_lengths = jnp.array([5, 2, 4])
+
+    def bind(p):
+        return dec.bind(p, memory, mem_lengths)
+
+    @nnx.jit
+    def run(layer, variables, xs):
+        return (
+            seqjax.scan(dec, bind(params), xs, lengths=LENGTHS),
+            sl.RNN(dec, return_carry=True).apply(
+                variables, xs, seq_lengths=LENGTHS, bind_params=bind
+            ),
+            layer(xs, seq_lengths=LENGTHS, bind_params=bind),  # training mode: no key needed
+        )
+
+    layer = snnx.RNN(dec, params=params, return_carry=True)
+    (ref_carry, ref_ys), *paths = run(layer, sl.RNN(dec).to_variables(params), xs)
+    assert ref_ys.shape == (B, T, dec.output_size)
+    for carry, ys in paths:
+        np.testing.assert_allclose(ys, ref_ys, **TOL)
+        assert_tree_close(carry, ref_carry)
 
 
 # -- bad input ------------------------------------------------------------------------------------

@@ -115,9 +115,8 @@ def processing_order(
     return flip_sequences(ys, seq_lengths, num_batch_dims=n_batch, time_major=time_major)
 
 
-@functools.lru_cache(maxsize=256)
-def uses_key(cell: SeqCell, in_features: int, dtype: Any = jnp.float32) -> bool:
-    """Whether ``seqjax.scan(cell, ..., key=k)``'s outputs depend on ``k``.
+def uses_key(cell: SeqCell, params: PyTree, inputs: Array, time_major: bool = False) -> bool:
+    """Whether ``seqjax.scan(cell, params, inputs, key=k)``'s results depend on ``k``.
 
     A cell with dropout (``seqjax.stack(..., dropout=0.2)``, the wrappers of
     ``seqjax.regularization``) needs a key to train; a plain cell or a stack without dropout
@@ -126,20 +125,30 @@ def uses_key(cell: SeqCell, in_features: int, dtype: Any = jnp.float32) -> bool:
     (a ``lax.scan``, a ``jit``) counts as depending on the key when any of its inputs does. A
     ``stack`` without dropout splits the key but never uses it, so it is not counted; a
     zoneout wrapper with rate 0 is (the key enters its scan), which errs on the safe side.
-    Tracing costs no computation and runs once per cell, input size and dtype (cached).
+    Tracing costs no computation and runs once per cell and shapes (cached).
 
     Args:
       cell: the seqjax cell (hashable).
-      in_features: ``I``, the input size of its parameters.
-      dtype: the dtype of the inputs.
+      params: the parameters the scan gets (arrays or tracers; only shapes and dtypes are used).
+      inputs: the inputs ``[*B, T, I]`` (``[T, *B, I]`` when ``time_major``), likewise.
+      time_major: the layout of ``inputs``.
 
     Returns:
       True when the outputs or the final carry depend on the key.
     """
-    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), in_features))
-    xs = jax.ShapeDtypeStruct((1, 2, in_features), dtype)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    structs = tuple(jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) for v in leaves)
+    x = jax.ShapeDtypeStruct(jnp.shape(inputs), jnp.result_type(inputs))
+    return _uses_key(cell, treedef, structs, x, bool(time_major))
+
+
+@functools.lru_cache(maxsize=256)
+def _uses_key(cell: SeqCell, treedef: Any, structs: tuple, x: Any, time_major: bool) -> bool:
+    params = jax.tree_util.tree_unflatten(treedef, structs)
     key = jax.eval_shape(lambda: jax.random.key(0))
-    closed = jax.make_jaxpr(lambda p, x, k: seqjax_scan(cell, p, x, key=k))(params, xs, key)
+    closed = jax.make_jaxpr(
+        lambda p, xs, k: seqjax_scan(cell, p, xs, time_major=time_major, key=k)
+    )(params, x, key)
     jaxpr = closed.jaxpr
     depends = {jaxpr.invars[-1]}
     for eqn in jaxpr.eqns:

@@ -33,7 +33,7 @@ with :func:`seqjax.scan`:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -143,32 +143,40 @@ def params_from_flax(cell: SeqCell, tree: Mapping[str, Any]) -> PyTree:
 
 
 def _from_dict(template: Any, tree: Any, path: str) -> Any:
-    if _is_namedtuple(template) or isinstance(template, (tuple, list)):
-        if _is_namedtuple(template):
-            keys = [f for f, v in zip(template._fields, template, strict=True) if v is not None]
-        else:
-            keys = [str(i) for i in range(len(template))]
-        if not isinstance(tree, Mapping):
-            raise TypeError(f"{path} must be a mapping with keys {keys}, got {type(tree).__name__}")
-        missing = [k for k in keys if k not in tree]
-        extra = sorted(str(k) for k in tree if k not in keys)
-        if missing or extra:
-            raise ValueError(
-                f"{path} must have the keys {keys}; missing {missing}, unexpected {extra}"
-            )
-        if _is_namedtuple(template):
-            return type(template)(
-                *[
-                    None if v is None else _from_dict(v, tree[f], f"{path}.{f}")
-                    for f, v in zip(template._fields, template, strict=True)
-                ]
-            )
+    fields = _namedtuple_fields(template)
+    if fields is None and not _is_sequence(template):
+        if not hasattr(tree, "shape"):
+            raise TypeError(f"{path} must be an array, got {type(tree).__name__}")
+        return tree
+    if fields is not None:
+        keys = [f for f, v in zip(fields, template, strict=True) if v is not None]
+    else:
+        keys = [str(i) for i in range(len(template))]
+    if not isinstance(tree, Mapping):
+        raise TypeError(f"{path} must be a mapping with keys {keys}, got {type(tree).__name__}")
+    missing = [k for k in keys if k not in tree]
+    extra = sorted(str(k) for k in tree if k not in keys)
+    if missing or extra:
+        raise ValueError(f"{path} must have the keys {keys}; missing {missing}, unexpected {extra}")
+    if fields is not None:
         return type(template)(
-            _from_dict(v, tree[str(i)], f"{path}[{i}]") for i, v in enumerate(template)
+            *[
+                None if v is None else _from_dict(v, tree[f], f"{path}.{f}")
+                for f, v in zip(fields, template, strict=True)
+            ]
         )
-    if not hasattr(tree, "shape"):
-        raise TypeError(f"{path} must be an array, got {type(tree).__name__}")
-    return tree
+    return type(template)(
+        _from_dict(v, tree[str(i)], f"{path}[{i}]") for i, v in enumerate(template)
+    )
+
+
+def _namedtuple_fields(x: Any) -> tuple[str, ...] | None:
+    """The field names of a NamedTuple, None for anything else."""
+    return getattr(x, "_fields", None) if isinstance(x, tuple) else None
+
+
+def _is_sequence(x: Any) -> bool:
+    return isinstance(x, (tuple, list))
 
 
 def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree:
@@ -277,7 +285,7 @@ class Cell(nn.RNNCellBase):
 
     @property
     def num_feature_axes(self) -> int:
-        """One feature axis: inputs are ``[*B, I]`` per step."""
+        """The number of feature axes of one step's input: 1 (inputs are ``[*B, I]``)."""
         return 1
 
     @nn.nowrap
@@ -368,6 +376,7 @@ class RNN(nn.Module):
         reverse: bool | None = None,
         keep_order: bool | None = None,
         deterministic: bool | None = None,
+        bind_params: Callable[[PyTree], PyTree] | None = None,
     ) -> Array | tuple[PyTree, Array]:
         """Runs the cell over ``inputs``.
 
@@ -381,6 +390,10 @@ class RNN(nn.Module):
           init_key: unused (the default carry is zeros); accepted for ``nn.RNN`` compatibility.
           return_carry, time_major, reverse, keep_order, deterministic: override the
             attributes.
+          bind_params: a function from the stored parameters (the seqjax NamedTuple) to the
+            parameters to run with, e.g. ``lambda p: decoder.bind(p, memory, lengths)`` to
+            attach an encoder's outputs to a :class:`seqjax.attention.AttentionDecoder`'s
+            parameters; gradients flow through it to the stored parameters.
 
         Returns:
           ``outputs [*B, T, cell.output_size]`` (zero at padded steps), or
@@ -400,8 +413,10 @@ class RNN(nn.Module):
         layout = "[T, *B, I]" if time_major else "[*B, T, I]"
         n_in = _common.input_size(inputs, 2, layout)
         params = _declare_params(self, self.cell, n_in)
+        if bind_params is not None:
+            params = bind_params(params)
         key = None
-        if not deterministic and _common.uses_key(self.cell, n_in, jnp.asarray(inputs).dtype):
+        if not deterministic and _common.uses_key(self.cell, params, inputs, time_major):
             key = self.make_rng("dropout")
         carry, ys = seqjax_scan(
             self.cell,

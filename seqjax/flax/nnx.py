@@ -31,6 +31,7 @@ parameters with :meth:`Cell.seqjax_params`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -208,7 +209,7 @@ class Cell(nnx.RNNCellBase):
 
     @property
     def num_feature_axes(self) -> int:
-        """One feature axis: inputs are ``[*B, I]`` per step."""
+        """The number of feature axes of one step's input: 1 (inputs are ``[*B, I]``)."""
         return 1
 
 
@@ -335,6 +336,7 @@ class RNN(nnx.Module):
         keep_order: bool | None = None,
         deterministic: bool | None = None,
         rngs: Rngs | PRNGKey | None = None,
+        bind_params: Callable[[PyTree], PyTree] | None = None,
     ) -> Array | tuple[PyTree, Array]:
         """Runs the cell over ``inputs``.
 
@@ -347,6 +349,10 @@ class RNN(nnx.Module):
             attributes for this call.
           rngs: dropout randomness for this call (``nnx.Rngs``, ``RngStream`` or key); takes
             precedence over the stream from the constructor.
+          bind_params: a function from the stored parameters (the seqjax NamedTuple) to the
+            parameters to run with, e.g. ``lambda p: decoder.bind(p, memory, lengths)`` to
+            attach an encoder's outputs to a :class:`seqjax.attention.AttentionDecoder`'s
+            parameters; gradients flow through it to the stored parameters.
 
         Returns:
           ``outputs [*B, T, cell.output_size]`` (zero at padded steps), or
@@ -369,9 +375,12 @@ class RNN(nnx.Module):
                 "seqjax.flax.nnx.RNN got no deterministic value: pass deterministic=True/False "
                 "to the constructor or to the call, or use model.train() / model.eval()"
             )
-        n_in = _common.input_size(inputs, 2, "[T, *B, I]" if time_major else "[*B, T, I]")
+        _common.input_size(inputs, 2, "[T, *B, I]" if time_major else "[*B, T, I]")
+        params = self.seqjax_params()
+        if bind_params is not None:
+            params = bind_params(params)
         key = None
-        if not deterministic and _common.uses_key(self.cell, n_in, jnp.asarray(inputs).dtype):
+        if not deterministic and _common.uses_key(self.cell, params, inputs, time_major):
             source = rngs if rngs is not None else self.rngs
             if source is None:
                 raise ValueError(
@@ -383,7 +392,7 @@ class RNN(nnx.Module):
             key = _key(source, self.rng_collection, "seqjax.flax.nnx.RNN")
         carry, ys = seqjax_scan(
             self.cell,
-            self.seqjax_params(),
+            params,
             inputs,
             carry=initial_carry,
             lengths=seq_lengths,
