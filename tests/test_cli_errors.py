@@ -45,7 +45,8 @@ def paths(tmp_path_factory):
     """Inputs of the table: text files good and bad, an empty dir, a file, and a run dir.
 
     The run directory is what ``train`` leaves (config, vocabulary, a checkpoint at step 2);
-    its checkpoint holds a stand-in state, enough for every check made before a restore.
+    its checkpoint holds a stand-in state: enough for every check made before a restore, and
+    a checkpoint that does not fit the run's model.
     """
     d = tmp_path_factory.mktemp("cli")
     (d / "text.txt").write_text(TEXT, encoding="utf-8")
@@ -134,6 +135,7 @@ TABLE = [
     (char_lm_main, "generate --workdir {run} --samples -1", f"{CL} generate", "--samples"),
     (char_lm_main, "generate --workdir {run} --top-p 1.5", f"{CL} generate", "--top-p"),
     (char_lm_main, "generate --workdir {run} --step 999", f"{CL} generate", "saved steps [2]"),
+    (char_lm_main, "generate --workdir {run}", f"{CL} generate", "does not match the model"),
     (char_lm_main, "evaluate --workdir {empty_dir}", f"{CL} evaluate", "without config.json"),
     (char_lm_main, "evaluate --workdir {run} --step 7", f"{CL} evaluate", "saved steps [2]"),
     (char_lm_main, "compare --root {new} --variants magic", f"{CL} compare", "unknown variants"),

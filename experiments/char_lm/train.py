@@ -30,6 +30,7 @@ from experiments.scaffold import UsageError, check_output_dir, check_run_dir, wr
 from seqjax.data import text as textdata
 from seqjax.train import (
     Checkpointer,
+    IncompatibleCheckpointError,
     TrainState,
     config_from_dict,
     evaluate,
@@ -269,7 +270,8 @@ def restore(workdir: str, step: int | None = None) -> Model:
     """Loads config, vocabulary and parameters (latest checkpoint, or ``step``) of a run.
 
     Raises:
-      UsageError: not a run directory, no checkpoint, or no checkpoint ``step``.
+      UsageError: not a run directory, no checkpoint, no checkpoint ``step``, or checkpoints
+        that do not fit the model of the run's ``config.json``.
     """
     workdir = check_run_dir(
         "--workdir", workdir, ["config.json", "vocab.json", "checkpoints"], TRAIN_COMMAND
@@ -292,7 +294,10 @@ def restore(workdir: str, step: int | None = None) -> Model:
             )
         if step is not None and step not in steps:
             raise UsageError(f"--step: expected one of the saved steps {list(steps)}, got {step}")
-        state, got = ckpt.restore(template, step)
+        try:
+            state, got = ckpt.restore(template, step)
+        except IncompatibleCheckpointError as e:
+            raise UsageError(f"--workdir: expected checkpoints of the run's model; {e}") from None
     finally:
         ckpt.close()
     return Model(config, vocab, cell, state.params, int(got))
