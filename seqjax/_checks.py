@@ -14,6 +14,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
+from jax.experimental import checkify
 
 
 def positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
@@ -67,10 +69,16 @@ def array_like(name: str, value: Any) -> jax.Array:
 
 
 def floating(name: str, x: jax.Array) -> None:
-    """Raises TypeError unless ``x`` has a floating dtype."""
+    """Raises TypeError unless ``x`` has a floating dtype (suggesting an embedding for ids)."""
     if not jnp.issubdtype(x.dtype, jnp.floating):
+        hint = ""
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            hint = (
+                f"; {name} has integer dtype {x.dtype}: token ids? embed them first, e.g. "
+                f"jnp.take(embedding, ids, axis=0) with an embedding [vocab_size, I]"
+            )
         raise TypeError(
-            f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}"
+            f"{name} must have a floating dtype (float32, bfloat16, ...), got {x.dtype}{hint}"
         )
 
 
@@ -106,9 +114,46 @@ def tree_shapes_match(name: str, got: Any, expected: Any) -> None:
             )
 
 
+def lengths_in_range(lengths: jax.Array, T: int, *, traced: bool = False) -> None:
+    """Checks ``0 <= lengths <= T``: now if the values are known, else optionally at run time.
+
+    Concrete lengths (eager calls, or arrays closed over by a jitted function) are read on the
+    host and checked at trace time. Traced lengths (arguments of a jitted function) have no
+    values yet; with ``traced=True`` they get a :func:`jax.experimental.checkify.check`, which
+    needs the caller's function to be wrapped in ``checkify.checkify(...,
+    errors=checkify.user_checks)`` (the check then costs one reduction per call).
+
+    Args:
+      lengths: integer lengths ``[*B]``.
+      T: the number of time steps.
+      traced: also check traced lengths with ``checkify``.
+
+    Raises:
+      ValueError: concrete lengths outside ``[0, T]``; or, from JAX when the function is
+        compiled, ``traced=True`` with traced lengths outside ``checkify.checkify``.
+    """
+    if not lengths.size:
+        return
+    msg = f"lengths must lie in [0, T={T}], got values in [{{lo}}, {{hi}}]"
+    if is_concrete(lengths):
+        # Read on the host: jnp reductions would be staged (and abstract) inside a jit trace.
+        host = np.asarray(jax.device_get(lengths))
+        lo, hi = int(host.min()), int(host.max())
+        if lo < 0 or hi > T:
+            raise ValueError(msg.format(lo=lo, hi=hi))
+        return
+    if not traced:
+        return
+    lo, hi = jnp.min(lengths), jnp.max(lengths)
+    # Outside checkify.checkify, JAX refuses to compile this ("Cannot abstractly evaluate a
+    # checkify.check which was not functionalized"): an error at compile time, never a
+    # silently skipped check.
+    checkify.check((lo >= 0) & (hi <= T), msg, lo=lo, hi=hi)
+
+
 def is_concrete(x: Any) -> bool:
     """True when ``x`` holds values known at trace time (not a tracer)."""
-    return not isinstance(x, jax.core.Tracer)
+    return not isinstance(x, Tracer)
 
 
 def index(name: str, value: Any) -> int:
