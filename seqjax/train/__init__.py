@@ -8,7 +8,7 @@ Public API (see ``docs/training.md``):
 - :class:`Checkpointer`, :class:`IncompatibleCheckpointError`,
   :class:`CheckpointCorruptWarning`;
 - :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`,
-  :func:`to_host`, :data:`DATA_AXIS`;
+  :func:`to_host`;
 - :class:`TrainConfig`, :func:`config_to_dict`, :func:`config_diff`, :func:`format_config`;
 - :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`,
   :func:`read_metrics`, :func:`missing_optional_outputs`, :class:`OptionalOutputWarning`;
@@ -39,7 +39,6 @@ from seqjax.train.optim import (
     schedule_from_config,
 )
 from seqjax.train.sharding import (
-    DATA_AXIS,
     batch_sharding,
     make_mesh,
     place_state,
@@ -66,7 +65,6 @@ from seqjax.train.writers import (
 )
 
 __all__ = [
-    "DATA_AXIS",
     "CheckpointCorruptWarning",
     "Checkpointer",
     "IncompatibleCheckpointError",

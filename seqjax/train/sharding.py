@@ -19,7 +19,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from seqjax.typing import PyTree
 
 __all__ = [
-    "DATA_AXIS",
     "to_host",
     "batch_sharding",
     "make_mesh",
@@ -29,7 +28,7 @@ __all__ = [
     "state_shardings",
 ]
 
-#: The name of the mesh axis that :func:`make_mesh` creates and batches are split along.
+# The name of the mesh axis that make_mesh creates and batches are split along.
 DATA_AXIS = "data"
 
 
