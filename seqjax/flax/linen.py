@@ -285,7 +285,7 @@ class Cell(nn.RNNCellBase):
 
     @property
     def num_feature_axes(self) -> int:
-        """The number of feature axes of one step's input: 1 (inputs are ``[*B, I]``)."""
+        """1, the number of feature axes of one step's input (inputs are ``[*B, I]``)."""
         return 1
 
     @nn.nowrap
