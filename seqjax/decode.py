@@ -358,7 +358,7 @@ class BeamSearchResult(NamedTuple):
     lengths: Array
 
 
-def gnmt_length_penalty(lengths: Array, alpha: float | Array) -> Array:
+def gnmt_length_penalty(lengths: Array | int, alpha: float | Array) -> Array:
     """GNMT's length penalty ``((5 + L) / 6) ** alpha`` (Wu et al. 2016, eq. 14).
 
     Args:
@@ -409,7 +409,7 @@ def make_step_fn(
     With an attentional decoder, ``params`` are bound to a memory tiled with :func:`tile_beams`.
 
     Args:
-      cell: a steppable seqjax cell (or :class:`seqjax.attention.AttentionDecoder`).
+      cell: a steppable seqjax cell (or :class:`seqjax.attention_decoder.AttentionDecoder`).
       params: its parameters.
       embedding: ``[V_in, I]`` input embedding table.
       readout: ``[D, V]`` output matrix, or a callable ``y [N, D] -> logits [N, V]``.

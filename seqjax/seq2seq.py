@@ -17,7 +17,7 @@ are the attention memory and its final carry seeds the decoder through a :class:
 Put together (the example runs as a doctest):
 
 >>> import jax, jax.numpy as jnp, seqjax
->>> from seqjax.attention import AttentionDecoder
+>>> from seqjax.attention_decoder import AttentionDecoder
 >>> from seqjax.seq2seq import Bridge
 >>> from seqjax.decode import beam_search, make_step_fn, tile_beams
 >>> enc = seqjax.stack([seqjax.bidirectional(seqjax.LSTM(4))] * 2)
@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import _checks
-from seqjax.attention import AttentionDecoder
+from seqjax.attention_decoder import AttentionDecoder
 from seqjax.cells.base import Cell, glorot_uniform
 from seqjax.combinators import Bidirectional, BidirectionalCarry, Stack, StackCarry
 from seqjax.typing import PRNGKey, PyTree
@@ -129,9 +129,9 @@ class Bridge:
 
     Attributes:
       encoder: the encoder cell (any cell or stack, bidirectional layers included).
-      decoder: the decoder cell, or an :class:`~seqjax.attention.AttentionDecoder` (its wrapped
-        cell is bridged; its fed-back output starts at zeros, except in Bahdanau style where the
-        first query is the bridged top layer's ``h``).
+      decoder: the decoder cell, or an :class:`~seqjax.attention_decoder.AttentionDecoder`
+        (its wrapped cell is bridged; its fed-back output starts at zeros, except in Bahdanau
+        style where the first query is the bridged top layer's ``h``).
       mode: ``"auto"`` (copy a layer when sizes match, else ``tanh`` dense), ``"dense"`` (always
         the dense layer) or ``"zeros"`` (no bridge: the decoder starts from zeros).
     """
@@ -207,7 +207,7 @@ class Bridge:
           final_carry: the encoder's final carry from :func:`seqjax.scan`, leaves ``[*B, n]``.
 
         Returns:
-          The decoder's carry (an :class:`~seqjax.attention.AttentionDecoderCarry` for an
+          The decoder's carry (an :class:`~seqjax.attention_decoder.AttentionDecoderCarry` for an
           attentional decoder), leaves ``[*B, n]`` in the encoder carry's dtype.
 
         Raises:

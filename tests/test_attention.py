@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import seqjax
-from seqjax.attention import (
-    SCORES,
-    Attention,
-    AttentionDecoder,
-    doubly_stochastic_penalty,
-    masked_softmax,
-    scan_with_weights,
-)
+from seqjax.attention import SCORES, Attention, doubly_stochastic_penalty, masked_softmax
+from seqjax.attention_decoder import AttentionDecoder, scan_with_weights
 
 B, S, M, H, I, T = 3, 4, 5, 6, 3, 4
 

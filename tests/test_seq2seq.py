@@ -12,7 +12,7 @@ from flax import nnx
 import seqjax
 import seqjax.flax.linen as sjl
 import seqjax.flax.nnx as sjn
-from seqjax.attention import AttentionDecoder, AttentionDecoderCarry
+from seqjax.attention_decoder import AttentionDecoder, AttentionDecoderCarry
 from seqjax.decode import beam_search, make_step_fn, tile_beams
 from seqjax.seq2seq import Bridge, layer_states
 
@@ -113,10 +113,15 @@ def test_beam_search_over_an_attentional_decoder_rescored_by_scan(encoded):
 
 
 # -- Flax -------------------------------------------------------------------------------------
+FENC = seqjax.bidirectional(seqjax.GRU(HE))
+FDEC = AttentionDecoder(seqjax.GRU(2 * HE), memory_size=2 * HE, attention="dot")
+FBRIDGE = Bridge(FENC, FDEC)  # copies [h_fwd; h_bwd]
+
+
 def pure_forward(p_enc, p_dec, p_bridge, src, tgt):
-    final, memory = seqjax.scan(ENC, p_enc, src, lengths=LENGTHS)
-    carry = BRIDGE(p_bridge, final)
-    _, ys = seqjax.scan(DEC, DEC.bind(p_dec, memory, LENGTHS), tgt, carry=carry)
+    final, memory = seqjax.scan(FENC, p_enc, src, lengths=LENGTHS)
+    carry = FBRIDGE(p_bridge, final)
+    _, ys = seqjax.scan(FDEC, FDEC.bind(p_dec, memory, LENGTHS), tgt, carry=carry)
     return ys
 
 
@@ -125,11 +130,11 @@ class LinenSeq2Seq(nn.Module):
 
     @nn.compact
     def __call__(self, src, tgt):
-        final, memory = sjl.RNN(ENC, return_carry=True, name="encoder")(src, seq_lengths=LENGTHS)
-        p_dec = self.param("decoder", lambda key: DEC.init(key, tgt.shape[-1]))
-        p_bridge = self.param("bridge", BRIDGE.init)
-        carry = BRIDGE(p_bridge, final)
-        _, ys = seqjax.scan(DEC, DEC.bind(p_dec, memory, LENGTHS), tgt, carry=carry)
+        final, memory = sjl.RNN(FENC, return_carry=True, name="encoder")(src, seq_lengths=LENGTHS)
+        p_dec = self.param("decoder", lambda key: FDEC.init(key, tgt.shape[-1]))
+        p_bridge = self.param("bridge", FBRIDGE.init)
+        carry = FBRIDGE(p_bridge, final)
+        _, ys = seqjax.scan(FDEC, FDEC.bind(p_dec, memory, LENGTHS), tgt, carry=carry)
         return ys
 
 
@@ -139,7 +144,7 @@ def test_linen_model_equals_the_pure_functions():
     variables = jax.jit(model.init)(jax.random.key(5), src, tgt)
     ys = jax.jit(model.apply)(variables, src, tgt)
     p = variables["params"]
-    p_enc = sjl.params_from_flax(ENC, p["encoder"])
+    p_enc = sjl.params_from_flax(FENC, p["encoder"])
     want = jax.jit(pure_forward)(p_enc, p["decoder"], p["bridge"], src, tgt)
     np.testing.assert_allclose(np.asarray(ys), np.asarray(want), rtol=1e-6, atol=1e-6)
 
@@ -147,19 +152,19 @@ def test_linen_model_equals_the_pure_functions():
 def test_flax_adapters_cannot_bind_a_memory():
     """The adapters pass their stored parameters straight to the cell: no memory reaches it."""
     with pytest.raises(ValueError, match="bind"):
-        sjl.RNN(DEC).init(jax.random.key(0), jnp.ones((B, 4, I_TGT)))
+        sjl.RNN(FDEC).init(jax.random.key(0), jnp.ones((B, 4, I_TGT)))
 
 
 class NnxSeq2Seq(nnx.Module):
     def __init__(self, rngs):
-        self.encoder = sjn.RNN(ENC, in_features=I_SRC, rngs=rngs, return_carry=True)
-        self.decoder = sjn.RNN(DEC, in_features=I_TGT, rngs=rngs)  # holds the decoder's params
-        self.bridge = nnx.data(BRIDGE.init(jax.random.key(0)))  # (None, None): copying
+        self.encoder = sjn.RNN(FENC, in_features=I_SRC, rngs=rngs, return_carry=True)
+        self.decoder = sjn.RNN(FDEC, in_features=I_TGT, rngs=rngs)  # holds the decoder's params
+        self.bridge = nnx.data(FBRIDGE.init(jax.random.key(0)))  # (None, None): copying
 
     def __call__(self, src, tgt):
         final, memory = self.encoder(src, seq_lengths=LENGTHS, deterministic=True)
-        bound = DEC.bind(self.decoder.seqjax_params(), memory, LENGTHS)
-        _, ys = seqjax.scan(DEC, bound, tgt, carry=BRIDGE(self.bridge, final))
+        bound = FDEC.bind(self.decoder.seqjax_params(), memory, LENGTHS)
+        _, ys = seqjax.scan(FDEC, bound, tgt, carry=FBRIDGE(self.bridge, final))
         return ys
 
 
