@@ -39,6 +39,13 @@ __all__ = [
 STYLES = ("luong", "bahdanau")
 
 
+def _input_size_of(cell: Cell, params: PyTree) -> int:
+    # The contract's accessor is input_size_of; cells written against its former name
+    # (input_size) still work.
+    method = getattr(cell, "input_size_of", None) or getattr(cell, "input_size")  # noqa: B009
+    return method(params)
+
+
 class AttentionDecoderParams(NamedTuple):
     """Parameters of :class:`AttentionDecoder`.
 
@@ -268,7 +275,9 @@ class AttentionDecoder(Cell):
 
     def input_size_of(self, params: AttentionDecoderParams) -> int:
         """The ``I`` that ``params`` were created for."""
-        return self.cell.input_size_of(params.cell) - self._fed_size
+        return _input_size_of(self.cell, params.cell) - self._fed_size
+
+    input_size = input_size_of  # the accessor's former name
 
     def bind(
         self,
@@ -389,6 +398,8 @@ class _WithWeights(Cell):
 
     def input_size_of(self, params):
         return self.decoder.input_size_of(params)
+
+    input_size = input_size_of
 
     def project_inputs(self, params, xs):
         return self.decoder.project_inputs(params, xs)
