@@ -19,17 +19,18 @@ Local build rules, at the bottom of this file:
   a warning, hence an error under ``-W`` (``_check_complete``).
 - A Google-style ``a, b: description`` line under ``Attributes:`` documents each name
   (``_split_shared_fields``).
-- Pages of modules and guides that a checkout may not have yet are left out instead of failing
-  (``OPTIONAL_PAGES``).
+- Every ``seqjax.data`` module gets a section on the data page, listed there or not
+  (``_add_data_modules``).
+- A guide that a checkout may not have yet is left out instead of failing (``OPTIONAL_PAGES``).
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import re
 import sys
+import types
 from pathlib import Path
 
 from sphinx.util import logging
@@ -58,20 +59,12 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
-# Pages of modules and guides that may not exist yet in a checkout: a page whose source is
-# missing is excluded and dropped from the toctrees (see _drop_missing_pages), so the build never
-# documents a module that is not there, nor fails on a guide that has not been written.
-OPTIONAL_PAGES = {
-    "api/attention": [ROOT / "seqjax" / "attention.py", ROOT / "seqjax" / "attention"],
-    "api/ctc": [ROOT / "seqjax" / "ctc.py", ROOT / "seqjax" / "ctc"],
-    "api/seq2seq": [ROOT / "seqjax" / "seq2seq.py"],
-    "cells": [ROOT / "docs" / "cells.md"],
-    "flax": [ROOT / "docs" / "flax.md"],
-}
+# Guides that may not exist yet in a checkout: a missing one is dropped from the toctree (see
+# _drop_missing_pages) instead of failing the build.
+OPTIONAL_PAGES = {"cells": [ROOT / "docs" / "cells.md"]}
 MISSING_PAGES = {
     page for page, sources in OPTIONAL_PAGES.items() if not any(s.exists() for s in sources)
 }
-exclude_patterns += [f"{page}.rst" for page in MISSING_PAGES if page.startswith("api/")]
 
 
 def _public_modules() -> list[str]:
@@ -214,7 +207,7 @@ def _check_complete(app, env):
         module = importlib.import_module(modname)
         for name in getattr(module, "__all__", []):
             obj = getattr(module, name)
-            if isinstance(obj, type(os)):
+            if isinstance(obj, types.ModuleType):
                 continue  # a submodule listed in __all__ has its own page
             if f"{modname}.{name}" in env.get_domain("py").objects or id(obj) in documented:
                 continue
@@ -228,15 +221,29 @@ def _check_complete(app, env):
 
 
 def _drop_missing_pages(app, docname, source):
-    """Remove toctree entries of the pages in MISSING_PAGES from the two index pages."""
-    if docname not in ("index", "api/index"):
-        return
-    prefix = "api/" if docname == "api/index" else ""
-    missing = {page[len(prefix) :] for page in MISSING_PAGES if page.startswith(prefix)}
+    """Remove the toctree entries of MISSING_PAGES from the front page."""
     if docname == "index":
-        missing = {page for page in missing if "/" not in page}
-    lines = source[0].splitlines()
-    source[0] = "\n".join(line for line in lines if line.strip() not in missing) + "\n"
+        lines = source[0].splitlines()
+        source[0] = "\n".join(line for line in lines if line.strip() not in MISSING_PAGES) + "\n"
+
+
+def _add_data_modules(app, docname, source):
+    """Append a section to the data page for each ``seqjax.data`` module it does not list.
+
+    Datasets are added as modules of their own (text, synthetic, music, ...); each gets its
+    reference without an edit here.
+    """
+    if docname != "api/data":
+        return
+    import seqjax.data
+
+    for info in sorted(pkgutil.iter_modules(seqjax.data.__path__), key=lambda i: i.name):
+        name = f"seqjax.data.{info.name}"
+        if info.name.startswith("_") or f"automodule:: {name}\n" in source[0]:
+            continue
+        source[0] += (
+            f"\n``{name}``\n{'-' * (len(name) + 4)}\n\n.. automodule:: {name}\n   :members:\n"
+        )
 
 
 _SHARED_FIELD = re.compile(r"^(\s*):ivar (\w+(?:, \w+)+): ?(.*)$")
@@ -270,6 +277,7 @@ def setup(app):
     # After napoleon (priority 500) has turned Google sections into fields.
     app.connect("autodoc-process-docstring", _split_shared_fields, priority=600)
     app.connect("source-read", _drop_missing_pages)
+    app.connect("source-read", _add_data_modules)
     app.connect("missing-reference", _resolve_reexport)
     app.connect("env-check-consistency", _check_complete)
     return {"parallel_read_safe": True}
