@@ -571,7 +571,7 @@ def test_uses_key(cell, expected):
 
 def test_attention_decoder_with_bind_params(xs):
     """An attentional decoder's memory reaches the cell through bind_params, in both flavours."""
-    from seqjax.attention import AttentionDecoder
+    from seqjax.attention_decoder import AttentionDecoder
 
     dec = AttentionDecoder(seqjax.LSTM(4), memory_size=3, attention="general")
     params = make_params(dec)

@@ -392,7 +392,7 @@ class RNN(nn.Module):
             attributes.
           bind_params: a function from the stored parameters (the seqjax NamedTuple) to the
             parameters to run with, e.g. ``lambda p: decoder.bind(p, memory, lengths)`` to
-            attach an encoder's outputs to a :class:`seqjax.attention.AttentionDecoder`'s
+            attach an encoder's outputs to a :class:`seqjax.attention_decoder.AttentionDecoder`'s
             parameters; gradients flow through it to the stored parameters.
 
         Returns:
