@@ -177,10 +177,12 @@ def test_memory_padding_never_changes_a_result(name, lengths, seed):
     memory, xs = data(seed)
     rng = np.random.default_rng(seed + 1)
     # the original memory's own padding is random too; the padded copy appends more of it
-    noise = rng.normal(size=(B, S + extra, M)).astype(np.float32) * 10
+    noise = rng.normal(size=(B, S, M)).astype(np.float32) * 10
     valid = np.arange(S)[None, :, None] < np.array(lengths)[:, None, None]
-    memory = np.where(valid, memory, noise[:, :S])
-    padded = np.concatenate([memory, noise[:, S:]], axis=1)
+    memory = np.where(valid, memory, noise)
+    # beyond S: NaN and inf, which must not leak into values or gradients either
+    extra_pad = np.where(rng.uniform(size=(B, extra, M)) < 0.5, np.nan, np.inf).astype(np.float32)
+    padded = np.concatenate([memory, extra_pad], axis=1)
     lens, tgt = jnp.array(lengths), jnp.array([T, 2, 0])
     ys, w, g = run(name, PARAMS[name], memory, lens, xs, tgt)
     ys_p, w_p, g_p = run(name, PARAMS[name], padded, lens, xs, tgt)

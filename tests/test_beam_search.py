@@ -219,6 +219,18 @@ def test_length_penalty_changes_the_ranking_as_computed():
         np.testing.assert_allclose(float(out.scores[0, 0]), best_score, rtol=1e-5)
 
 
+def test_beam_one_keeps_only_the_top_extension_even_when_a_pruned_end_scores_better():
+    # tokens: 0 = BOS, 1 = "a", 2 = EOS, 3 = "b". Greedy: "a EOS" (log .6 + log .6), although
+    # "EOS" (log .4) scores higher: it ranked second at step 0, outside the beam of one.
+    table = [[1e-6, 0.6, 0.4, 1e-6], [1e-6, 1e-6, 0.6, 0.4], [0.25] * 4, [0.25] * 4]
+    out = jax.jit(
+        lambda c, s: beam_search(table_step_fn(table), c, s, beam_size=1, max_length=4, eos_id=2)
+    )(jnp.zeros((1, 1)), jnp.array([0]))
+    n = int(out.lengths[0, 0])
+    assert np.asarray(out.tokens[0, 0, :n]).tolist() == [1, 2]
+    np.testing.assert_allclose(float(out.log_probs[0, 0]), 2 * np.log(0.6), rtol=1e-5)
+
+
 def test_loop_stops_once_every_beam_has_ended():
     calls = []
 
