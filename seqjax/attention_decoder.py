@@ -13,6 +13,15 @@ only sees the unbound parameters.
 The attention weights come from :func:`scan_with_weights` (teacher forcing) or
 :meth:`AttentionDecoder.step_with_weights` (one step), not from the cell's output, whose size
 must not depend on the memory length. The scores themselves live in :mod:`seqjax.attention`.
+
+From Flax: the adapters of :mod:`seqjax.flax` hand their stored parameters to the cell unchanged,
+so they cannot bind a memory. Declare the decoder's parameters in the module instead (linen:
+``p = self.param("decoder", lambda k: dec.init(k, I))``; nnx: keep them in any variable, e.g. an
+``nnx.RNN(dec, ...)`` read with ``seqjax_params()``) and call
+``seqjax.scan(dec, dec.bind(p, memory, lengths), xs)`` in ``__call__``.
+
+Randomness: a decoder steps its wrapped cell, so dropout configured inside it (a
+``seqjax.stack(..., dropout=...)``) is not applied; drop out the decoder's inputs and outputs.
 """
 
 from __future__ import annotations
