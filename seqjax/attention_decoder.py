@@ -14,14 +14,11 @@ The attention weights come from :func:`scan_with_weights` (teacher forcing) or
 :meth:`AttentionDecoder.step_with_weights` (one step), not from the cell's output, whose size
 must not depend on the memory length. The scores themselves live in :mod:`seqjax.attention`.
 
-From Flax: the adapters of :mod:`seqjax.flax` hand their stored parameters to the cell unchanged,
-so they cannot bind a memory. Declare the decoder's parameters in the module instead (linen:
-``p = self.param("decoder", lambda k: dec.init(k, I))``; nnx: keep them in any variable, e.g. an
-``nnx.RNN(dec, ...)`` read with ``seqjax_params()``) and call
-``seqjax.scan(dec, dec.bind(p, memory, lengths), xs)`` in ``__call__``.
-
-Randomness: a decoder steps its wrapped cell, so dropout configured inside it (a
-``seqjax.stack(..., dropout=...)``) is not applied; drop out the decoder's inputs and outputs.
+From Flax, the adapters of :mod:`seqjax.flax` cannot bind a memory (they hand their stored
+parameters to the cell as they are): declare the parameters in the module (linen:
+``p = self.param("decoder", lambda k: dec.init(k, I))``) and call
+``seqjax.scan(dec, dec.bind(p, memory, lengths), xs)``. A decoder steps its wrapped cell, so
+dropout configured inside it (``seqjax.stack(..., dropout=...)``) is not applied.
 """
 
 from __future__ import annotations
@@ -176,12 +173,8 @@ class AttentionDecoder(Cell):
         _checks.positive_int("AttentionDecoder.memory_size", self.memory_size)
         _checks.one_of("AttentionDecoder.attention", self.attention, SCORES)
         _checks.one_of("AttentionDecoder.style", self.style, STYLES)
-        _checks.positive_int(
-            "AttentionDecoder.attention_size", self.attention_size, allow_none=True
-        )
-        _checks.positive_int(
-            "AttentionDecoder.attentional_size", self.attentional_size, allow_none=True
-        )
+        for name in ("attention_size", "attentional_size"):
+            _checks.positive_int(f"AttentionDecoder.{name}", getattr(self, name), allow_none=True)
         for name in ("input_feeding", "gate"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"AttentionDecoder.{name} must be a bool")
@@ -203,14 +196,13 @@ class AttentionDecoder(Cell):
                 f"memory_size ({self.memory_size}); use 'general' or 'additive'"
             )
 
-    # -- sizes ------------------------------------------------------------------------------
     @property
     def attention_layer(self) -> Attention:
         """The :class:`~seqjax.attention.Attention` score this decoder uses."""
-        size = None
-        if self.attention == "additive":
-            size = self.attention_size or self.cell.output_size
-        return Attention(self.attention, size)
+        additive = self.attention == "additive"
+        return Attention(
+            self.attention, self.attention_size or self.cell.output_size if additive else None
+        )
 
     @property
     def output_size(self) -> int:
@@ -222,14 +214,12 @@ class AttentionDecoder(Cell):
     @property
     def _fed_size(self) -> int:
         """Features joined to each input: ``D`` (input feeding), ``M`` (Bahdanau) or 0."""
-        if self.style == "bahdanau":
-            return self.memory_size
-        return self.output_size if self.input_feeding else 0
+        luong = self.output_size if self.input_feeding else 0
+        return self.memory_size if self.style == "bahdanau" else luong
 
     def _carried_size(self) -> int:
         return self.cell.output_size if self.style == "bahdanau" else self.output_size
 
-    # -- the cell contract ------------------------------------------------------------------
     def init(self, key: PRNGKey, input_size: int) -> AttentionDecoderParams:
         """Creates unbound :class:`AttentionDecoderParams` for inputs of ``input_size`` features.
 
@@ -273,6 +263,9 @@ class AttentionDecoder(Cell):
 
         Returns:
           :class:`AttentionDecoderCarry`.
+
+        Raises:
+          ValueError: ``output`` of another shape.
         """
         leaf = jax.tree_util.tree_leaves(cell_carry)[0]
         shape = tuple(leaf.shape[:-1]) + (self._carried_size(),)
@@ -371,9 +364,8 @@ class AttentionDecoder(Cell):
             if self.gate:
                 context = self._beta(params, query).astype(context.dtype) * context
             x_in = jnp.concatenate([xp, context.astype(xp.dtype)], axis=-1)
-            cell_carry, h = self.cell.step(
-                params.cell, carry.cell, self.cell.project_inputs(params.cell, x_in)
-            )
+            xp = self.cell.project_inputs(params.cell, x_in)
+            cell_carry, h = self.cell.step(params.cell, carry.cell, xp)
             y = jnp.concatenate([h, context.astype(h.dtype)], axis=-1)
             return AttentionDecoderCarry(cell_carry, h.astype(carry.output.dtype)), y, weights
         if self.input_feeding:
