@@ -14,8 +14,9 @@ The attention weights come from :func:`scan_with_weights` (teacher forcing) or
 :meth:`AttentionDecoder.step_with_weights` (one step), not from the cell's output, whose size
 must not depend on the memory length. The scores themselves live in :mod:`seqjax.attention`.
 
-From Flax, the adapters of :mod:`seqjax.flax` cannot bind a memory (they hand their stored
-parameters to the cell as they are): declare the parameters in the module (linen:
+From Flax, the whole-sequence adapters bind the memory at each call:
+``seqjax.flax.linen.RNN(dec)(xs, bind_params=lambda p: dec.bind(p, memory, lengths))``, and
+likewise ``seqjax.flax.nnx.RNN``. Or declare the parameters in the module (linen:
 ``p = self.param("decoder", lambda k: dec.init(k, I))``) and call
 ``seqjax.scan(dec, dec.bind(p, memory, lengths), xs)``. A decoder steps its wrapped cell, so
 dropout configured inside it (``seqjax.stack(..., dropout=...)``) is not applied.
