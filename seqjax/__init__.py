@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 
+from seqjax import kernels as kernels  # registers the fast kernels (cells never import them)
 from seqjax.cells import (
     GREFF_VARIANTS,
     GRU,
@@ -19,6 +20,7 @@ from seqjax.cells import (
     GRUCarry,
     GRUParams,
     LSTMCarry,
+    LSTMGatesCarry,
     LSTMParams,
     SimpleRNN,
     SimpleRNNCarry,
@@ -44,7 +46,7 @@ from seqjax.regularization import (
     weight_drop,
     zoneout,
 )
-from seqjax.scan import scan
+from seqjax.scan import ScanOptions, scan
 
 __version__ = "0.1.0"
 
@@ -68,10 +70,12 @@ __all__ = [
     "GRUCarry",
     "GRUParams",
     "LSTMCarry",
+    "LSTMGatesCarry",
     "LSTMParams",
     "SimpleRNN",
     "SimpleRNNCarry",
     "SimpleRNNParams",
+    "ScanOptions",
     "Stack",
     "StackCarry",
     "StackParams",

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from seqjax import _checks
 from seqjax.cells.base import Cell
+from seqjax.scan_engine import ScanOptions
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
 
 
@@ -134,8 +135,8 @@ class Stack(Cell):
             layers=tuple(layer.initial_carry(batch_shape, dtype) for layer in self.layers)
         )
 
-    def input_size(self, params: StackParams) -> int:
-        return self.layers[0].input_size(params.layers[0])
+    def input_size_of(self, params: StackParams) -> int:
+        return self.layers[0].input_size_of(params.layers[0])
 
     def step(self, params: StackParams, carry: StackCarry, xp: Array) -> tuple[StackCarry, Array]:
         """One time step through every layer (no dropout: stepping is deterministic)."""
@@ -150,8 +151,10 @@ class Stack(Cell):
             x = y
         return StackCarry(layers=tuple(new)), x
 
-    def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
-        """Runs the layers one after another, each over the whole sequence."""
+    def scan_time_major(
+        self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None, options: ScanOptions
+    ):
+        """Runs the layers one after another, each over the whole sequence, with ``options``."""
         x, new = xs, []
         last = len(self.layers) - 1
         for k, (layer, p, c) in enumerate(
@@ -160,7 +163,9 @@ class Stack(Cell):
             k_layer = k_drop = None
             if key is not None:
                 k_layer, k_drop = jax.random.split(jax.random.fold_in(key, k))
-            c, y = layer.scan_time_major(p, c, x, mask, reverse=reverse, unroll=unroll, key=k_layer)
+            c, y = layer.scan_time_major(
+                p, c, x, mask, reverse=reverse, unroll=unroll, key=k_layer, options=options
+            )
             if self.residual and k > 0:
                 y = y + x
             if k < last and k_drop is not None and self.dropout > 0:
@@ -227,8 +232,8 @@ class Bidirectional(Cell):
             backward=self.backward.initial_carry(batch_shape, dtype),
         )
 
-    def input_size(self, params: BidirectionalParams) -> int:
-        return self.forward.input_size(params.forward)
+    def input_size_of(self, params: BidirectionalParams) -> int:
+        return self.forward.input_size_of(params.forward)
 
     def step(self, params, carry, xp):
         raise TypeError(
@@ -239,16 +244,32 @@ class Bidirectional(Cell):
     def __call__(self, params, carry, x):
         return self.step(params, carry, x)
 
-    def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
+    def scan_time_major(
+        self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None, options: ScanOptions
+    ):
         """Runs both directions over ``xs [T, *B, I]`` and merges the outputs."""
         k_f = k_b = None
         if key is not None:
             k_f, k_b = jax.random.split(key)
         c_f, y_f = self.forward.scan_time_major(
-            params.forward, carry.forward, xs, mask, reverse=reverse, unroll=unroll, key=k_f
+            params.forward,
+            carry.forward,
+            xs,
+            mask,
+            reverse=reverse,
+            unroll=unroll,
+            key=k_f,
+            options=options,
         )
         c_b, y_b = self.backward.scan_time_major(
-            params.backward, carry.backward, xs, mask, reverse=not reverse, unroll=unroll, key=k_b
+            params.backward,
+            carry.backward,
+            xs,
+            mask,
+            reverse=not reverse,
+            unroll=unroll,
+            key=k_b,
+            options=options,
         )
         ys = y_f + y_b if self.merge == "sum" else jnp.concatenate([y_f, y_b], axis=-1)
         return BidirectionalCarry(forward=c_f, backward=c_b), ys

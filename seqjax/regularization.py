@@ -44,9 +44,10 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import _checks
-from seqjax.cells.base import Cell, masked_scan, matmul
+from seqjax.cells.base import Cell, matmul, sigmoid
 from seqjax.cells.gru import GRU
 from seqjax.combinators import Bidirectional, Stack, dropout
+from seqjax.scan_engine import ScanOptions, scan_steps, with_compute_dtype
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
 
 __all__ = [
@@ -118,8 +119,25 @@ def _parts(cell: Cell, params: PyTree, carry: PyTree, xs: Array, key: PRNGKey) -
     )
 
 
+def _computing_in(cell: Cell, compute_dtype: DType | None) -> Cell:
+    """``cell`` with ``compute_dtype`` applied to the innermost cell of a wrapper chain."""
+    if compute_dtype is None:
+        return cell
+    if isinstance(cell, (VariationalDropout, Zoneout, WeightDrop)):
+        return cell.replace(cell=_computing_in(cell.cell, compute_dtype))
+    return with_compute_dtype(cell, compute_dtype)
+
+
 def _scan_parts(
-    parts: _Parts, carry: PyTree, xs: Array, mask: Array | None, *, reverse: bool, unroll: int
+    what: str,
+    parts: _Parts,
+    carry: PyTree,
+    xs: Array,
+    mask: Array | None,
+    *,
+    reverse: bool,
+    unroll: int,
+    options: ScanOptions,
 ) -> tuple[PyTree, Array]:
     xps = parts.project(xs)
 
@@ -127,7 +145,16 @@ def _scan_parts(
         xp, n = inp
         return parts.step(c, xp, n)
 
-    return masked_scan(step_fn, carry, (xps, parts.noise), mask, reverse=reverse, unroll=unroll)
+    return scan_steps(
+        what,
+        step_fn,
+        carry,
+        (xps, parts.noise),
+        mask,
+        reverse=reverse,
+        unroll=unroll,
+        options=options,
+    )
 
 
 class _Wrapper(Cell):
@@ -151,8 +178,8 @@ class _Wrapper(Cell):
         """The inner cell's zero carry."""
         return self.cell.initial_carry(batch_shape, dtype)
 
-    def input_size(self, params: PyTree) -> int:
-        return self.cell.input_size(params)
+    def input_size_of(self, params: PyTree) -> int:
+        return self.cell.input_size_of(params)
 
     def project_inputs(self, params: PyTree, xs: Array) -> Array:
         """The inner cell's input projection (deterministic)."""
@@ -271,15 +298,30 @@ class VariationalDropout(_Wrapper):
 
         return _Parts(params=inner.params, project=project, step=step, noise=inner.noise)
 
-    def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
-        """Runs the wrapped cell with time-locked masks drawn from ``key`` (none without)."""
+    def scan_time_major(
+        self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None, options: ScanOptions
+    ):
+        """Runs the wrapped cell with time-locked masks drawn from ``key`` (none without).
+
+        With ``recurrent_rate > 0`` and a key the mask enters every step, so the layer runs
+        step by step on the reference scan (``remat`` and ``compute_dtype`` apply; a forced
+        kernel ``impl`` raises); otherwise the inner cell runs with its own kernels.
+        """
         if key is None:
             return self.cell.scan_time_major(
-                params, carry, xs, mask, reverse=reverse, unroll=unroll, key=None
+                params, carry, xs, mask, reverse=reverse, unroll=unroll, key=None, options=options
             )
         if self.recurrent_rate > 0:
+            cell = _computing_in(self, options.compute_dtype)
             return _scan_parts(
-                self._parts(params, carry, xs, key), carry, xs, mask, reverse=reverse, unroll=unroll
+                "VariationalDropout(recurrent_rate > 0)",
+                cell._parts(params, carry, xs, key),
+                carry,
+                xs,
+                mask,
+                reverse=reverse,
+                unroll=unroll,
+                options=options,
             )
         # Input and output masks only: any inner cell (a stack, a bidirectional layer) runs its
         # own scan, with its own randomness.
@@ -288,7 +330,7 @@ class VariationalDropout(_Wrapper):
         if m_in is not None:
             xs = xs * m_in[None]
         final, ys = self.cell.scan_time_major(
-            params, carry, xs, mask, reverse=reverse, unroll=unroll, key=k_inner
+            params, carry, xs, mask, reverse=reverse, unroll=unroll, key=k_inner, options=options
         )
         if m_out is not None:
             ys = ys * m_out[None].astype(ys.dtype)
@@ -305,7 +347,7 @@ def _gru_unmask_interpolation(cell: GRU, params, new, xp, h_prev, h_read):
     H = cell.hidden_size
     acc = xp.dtype
     rec_z = matmul(h_read, params.w_hh[:, H : 2 * H], cell.dtype, acc)
-    z = jax.nn.sigmoid(xp[..., H : 2 * H] + rec_z)
+    z = sigmoid(xp[..., H : 2 * H] + rec_z)
     h = new.h.astype(acc) + (1.0 - z) * (h_prev.astype(acc) - h_read.astype(acc))
     h = h.astype(new.h.dtype)
     return new._replace(h=h), h
@@ -409,20 +451,36 @@ class Zoneout(_Wrapper):
             params=inner.params, project=inner.project, step=step, noise=(masks, inner.noise)
         )
 
-    def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
-        """Runs the cell with zoneout masks drawn from ``key``; without, the expectation."""
+    def scan_time_major(
+        self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None, options: ScanOptions
+    ):
+        """Runs the cell with zoneout masks drawn from ``key``; without, the expectation.
+
+        Zoneout acts on every step, so the layer runs step by step on the reference scan:
+        ``remat`` and ``compute_dtype`` apply, a forced kernel ``impl`` raises.
+        """
+        cell = _computing_in(self, options.compute_dtype)
         if key is None:
-            self._fields(carry)
-            return masked_scan(
-                lambda c, xp: self.step(params, c, xp),
+            cell._fields(carry)
+            return scan_steps(
+                "Zoneout",
+                lambda c, xp: cell.step(params, c, xp),
                 carry,
-                self.project_inputs(params, xs),
+                cell.project_inputs(params, xs),
                 mask,
                 reverse=reverse,
                 unroll=unroll,
+                options=options,
             )
         return _scan_parts(
-            self._parts(params, carry, xs, key), carry, xs, mask, reverse=reverse, unroll=unroll
+            "Zoneout",
+            cell._parts(params, carry, xs, key),
+            carry,
+            xs,
+            mask,
+            reverse=reverse,
+            unroll=unroll,
+            options=options,
         )
 
 
@@ -438,9 +496,9 @@ class WeightDrop(_Wrapper):
     entries of the raw matrix.
 
     Attributes:
-      cell: the wrapped cell; its parameters must have a field ``weight`` (every seqjax
-        cell's parameters have ``w_hh``). It may be a stack or another wrapper, as long as the
-        parameters are one cell's NamedTuple.
+      cell: the wrapped cell; its parameters must have a field ``weight`` (every plain
+        seqjax cell's parameters have ``w_hh``). It may be another wrapper around one cell; a
+        stack or a bidirectional layer has no such field (wrap each layer instead).
       rate: drop probability of each weight, in ``[0, 1)``.
       weight: name of the parameter to drop.
 
@@ -462,6 +520,12 @@ class WeightDrop(_Wrapper):
         _checks.non_negative_float("WeightDrop.rate", self.rate, upper=1.0, upper_inclusive=False)
         if not isinstance(self.weight, str):
             raise TypeError(f"WeightDrop.weight must be a parameter name, got {self.weight!r}")
+        if isinstance(_innermost(self.cell), (Stack, Bidirectional)):
+            raise TypeError(
+                f"WeightDrop cannot wrap a {type(_innermost(self.cell)).__name__}, whose "
+                "parameters have no single recurrent matrix; wrap each layer instead, e.g. "
+                "seqjax.stack([weight_drop(seqjax.LSTM(n), rate=p)] * k)"
+            )
 
     def drop_weights(self, params: PyTree, key: PRNGKey) -> PyTree:
         """Returns ``params`` with the dropped recurrent matrix (one mask, inverted scaling).
@@ -490,13 +554,15 @@ class WeightDrop(_Wrapper):
         k_drop, k_inner = jax.random.split(key)
         return _parts(self.cell, self.drop_weights(params, k_drop), carry, xs, k_inner)
 
-    def scan_time_major(self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None):
+    def scan_time_major(
+        self, params, carry, xs, mask, *, reverse=False, unroll=1, key=None, options: ScanOptions
+    ):
         """Runs the cell with dropped recurrent weights when given a ``key``."""
         if key is not None:
             k_drop, key = jax.random.split(key)
             params = self.drop_weights(params, k_drop)
         return self.cell.scan_time_major(
-            params, carry, xs, mask, reverse=reverse, unroll=unroll, key=key
+            params, carry, xs, mask, reverse=reverse, unroll=unroll, key=key, options=options
         )
 
 

@@ -1,7 +1,10 @@
 """Running a cell over time: batch layout, lengths and masks, direction, unrolling.
 
 One place handles these for every cell and combinator (as Haiku's ``dynamic_unroll`` and
-recurrentgemma's ``scan.py`` do), so a cell only defines one step.
+recurrentgemma's ``scan.py`` do), so a cell only defines one step. :func:`scan` validates its
+arguments, builds the :class:`ScanOptions` and calls ``cell.scan_time_major``; the time loop
+itself, the masking, remat and the kernel registry live in :mod:`seqjax.scan_engine` (a module
+below the cells), re-exported here.
 """
 
 from __future__ import annotations
@@ -14,7 +17,23 @@ import numpy as np
 
 from seqjax import _checks
 from seqjax.cells.base import Cell, accum_dtype
+from seqjax.scan_engine import (
+    ScanOptions,
+    masked_scan,
+    register_kernel,
+    registered_kernels,
+    tree_select,
+)
 from seqjax.typing import Array, PRNGKey, PyTree
+
+__all__ = [
+    "ScanOptions",
+    "masked_scan",
+    "register_kernel",
+    "registered_kernels",
+    "scan",
+    "tree_select",
+]
 
 
 def scan(
@@ -32,6 +51,7 @@ def scan(
     remat: bool | int = False,
     compute_dtype: Any = None,
     impl: str = "auto",
+    options: ScanOptions | None = None,
 ) -> tuple[PyTree, Array]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan`` (``(final_carry, ys)`` order).
 
@@ -56,12 +76,15 @@ def scan(
       key: randomness for dropout layers and stochastic wrappers; None runs them
         deterministically (evaluation mode).
       remat: recompute activations in the backward pass instead of storing them, to cut memory
-        on long sequences: True checkpoints every ``~sqrt(T)`` steps (fused kernels; the
-        reference path checkpoints each step), an int sets the chunk length. Same results.
+        on long sequences: the steps run in chunks whose boundary carries alone are kept;
+        True uses chunks of ``ceil(sqrt(T))`` steps, an int sets the chunk length (fused
+        kernels and reference scan alike). Same results.
       compute_dtype: matmul dtype for every layer (e.g. ``jnp.bfloat16``), overriding the cells'
         ``dtype``; carries and accumulation stay float32. None keeps the cells' setting.
       impl: kernel choice, ``"auto"`` (default; see :mod:`seqjax.kernels`), or ``"fused"``,
         ``"cudnn"``, ``"reference"`` to force one (for tests and benchmarks).
+      options: the three settings above as one :class:`ScanOptions` value, instead of the
+        keywords (pass one or the other).
 
     Returns:
       ``(final_carry, ys)``: the carry after the last valid step, and outputs
@@ -72,8 +95,9 @@ def scan(
         or ``cell`` not a seqjax cell.
       ValueError: wrong rank or feature size of ``xs``, a carry or ``lengths`` whose shape does
         not match the batch, concrete lengths outside ``[0, T]``, both ``lengths`` and ``mask``,
-        an unknown ``impl``, a forced ``impl`` that cannot run a layer, a bad ``remat``.
-        All are raised at trace time.
+        an unknown ``impl``, a forced ``impl`` that cannot run a layer, a bad ``remat``, both
+        ``options`` and one of ``remat``/``compute_dtype``/``impl``. All are raised at trace
+        time.
 
     Example:
       >>> import jax, jax.numpy as jnp, seqjax
@@ -86,6 +110,15 @@ def scan(
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"scan expects a seqjax cell, got {type(cell).__name__}")
+    if options is None:
+        options = ScanOptions(impl=impl, remat=remat, compute_dtype=compute_dtype)
+    elif not isinstance(options, ScanOptions):
+        raise TypeError(f"options must be a seqjax.ScanOptions, got {type(options).__name__}")
+    elif (impl, remat, compute_dtype) != ("auto", False, None):
+        raise ValueError(
+            "pass either options=ScanOptions(...) or the impl/remat/compute_dtype keywords, "
+            "not both"
+        )
     for flag, value in (("reverse", reverse), ("time_major", time_major)):
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(
@@ -97,7 +130,7 @@ def scan(
     if xs.ndim < 2:
         layout = "[T, *B, I]" if time_major else "[*B, T, I]"
         raise ValueError(f"xs must have at least 2 dimensions {layout}, got shape {xs.shape}")
-    _checks.feature_size("xs", xs, cell.input_size(params))
+    _checks.feature_size("xs", xs, cell.input_size_of(params))
     unroll = _checks.index("unroll", unroll)
     if unroll < 1:
         raise ValueError(f"unroll must be >= 1, got {unroll}")
@@ -111,15 +144,16 @@ def scan(
     else:
         cell.check_carry(carry, batch_shape)
 
-    # Lazy import: seqjax.kernels imports the cell classes (see seqjax.kernels for the dispatch).
-    from seqjax.kernels import options
-
-    with options.using(
-        impl=impl, remat=remat, compute_dtype=compute_dtype, lengths_prefix=lengths is not None
-    ):
-        final, ys_t = cell.scan_time_major(
-            params, carry, xs_t, mask_t, reverse=bool(reverse), unroll=unroll, key=key
-        )
+    final, ys_t = cell.scan_time_major(
+        params,
+        carry,
+        xs_t,
+        mask_t,
+        reverse=bool(reverse),
+        unroll=unroll,
+        key=key,
+        options=options.replace(lengths_prefix=lengths is not None),
+    )
     ys = ys_t if time_major else jnp.moveaxis(ys_t, 0, -2)
     return final, ys
 

@@ -78,7 +78,7 @@ def test_lstm_matches_numpy_equations(name, x64):
 
     p = to_np(params)
     h, c = np.asarray(carry.h), np.asarray(carry.c)
-    gates = None if carry.gates is None else np.asarray(carry.gates)
+    gates = np.asarray(carry.gates) if cell.full_gate_recurrence else None
     want = []
     for t in range(T):
         h, c, gates = ref.lstm_step(cell, p, h, c, gates, xs[t])
@@ -405,3 +405,64 @@ def test_cell_definitions_round_trip_through_json_configs():
         seqjax.cell_from_config({"type": "Transformer"})
     with pytest.raises(ValueError, match="has no field 'size'"):
         seqjax.cell_from_config({"type": "GRU", "size": 3})
+
+
+def test_plain_lstm_carry_unpacks_as_h_c_and_fgr_carries_gates():
+    """Issue: ``h, c = final`` raised "too many values to unpack" (LSTMCarry had ``gates``)."""
+    cell = seqjax.LSTM(4)
+    params = cell.init(jax.random.key(0), 3)
+    final, ys = seqjax.scan(cell, params, jnp.ones((2, 5, 3)))
+    h, c = final
+    assert type(final) is seqjax.LSTMCarry and final._fields == ("h", "c")
+    np.testing.assert_array_equal(h, ys[:, -1])
+    assert c.shape == (2, 4)
+    fgr = seqjax.LSTM.variant("FGR", 4)
+    final, _ = seqjax.scan(fgr, fgr.init(jax.random.key(0), 3), jnp.ones((2, 5, 3)))
+    assert type(final) is seqjax.LSTMGatesCarry and final._fields == ("h", "c", "gates")
+    assert final.gates.shape == (2, 3 * 4)  # i, f, o activations of the last step
+    assert float(jnp.min(final.gates)) > 0 and float(jnp.max(final.gates)) < 1
+    with pytest.raises(ValueError, match="LSTMGatesCarry"):
+        # a plain carry is refused by the FGR cell (it needs the previous gates)
+        seqjax.scan(fgr, fgr.init(jax.random.key(0), 3), jnp.ones((2, 5, 3)), carry=(h, c))
+
+
+def test_cell_is_an_abstract_base_class():
+    """A cell missing a method of the contract fails when instantiated, not when called."""
+    import dataclasses
+
+    from seqjax.cells.base import Cell
+
+    @dataclasses.dataclass(frozen=True)
+    class NoStep(Cell):
+        n: int = 2
+
+        @property
+        def output_size(self):
+            return self.n
+
+        def init(self, key, input_size):
+            return jnp.zeros((input_size, self.n))
+
+        def initial_carry(self, batch_shape=(), dtype=jnp.float32):
+            return jnp.zeros(tuple(batch_shape) + (self.n,), dtype)
+
+        def input_size_of(self, params):
+            return params.shape[0]
+
+    with pytest.raises(TypeError, match="abstract method.*step"):
+        NoStep()
+
+    @dataclasses.dataclass(frozen=True)
+    class Complete(NoStep):
+        def step(self, params, carry, xp):
+            h = jnp.tanh(xp @ params + carry)
+            return h, h
+
+    cell = Complete()
+    params = cell.init(jax.random.key(0), 3)
+    assert cell.input_size_of(params) == 3
+    final, ys = seqjax.scan(cell, params, jnp.ones((4, 3)))
+    assert ys.shape == (4, 2)
+    np.testing.assert_allclose(final, ys[-1])
+    for name in ("output_size", "init", "initial_carry", "input_size_of", "step"):
+        assert name in Cell.__abstractmethods__

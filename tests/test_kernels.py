@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import seqjax
 from seqjax import kernels
-from seqjax.kernels import cudnn, fused
+from seqjax.kernels import cudnn, fused, fused_engine
 
 B, T, I = 3, 7, 5
 LENGTHS = np.array([7, 4, 0], np.int32)
@@ -155,13 +155,13 @@ def test_fused_stack_and_bidirectional_with_mask_holes(monkeypatch):
         ]
     )
     calls = []
-    real = kernels.fused_scan
+    real = fused.fused_scan
 
     def spy(cell, *args, **kwargs):
         calls.append((type(cell).__name__, kwargs["reverse"]))
         return real(cell, *args, **kwargs)
 
-    monkeypatch.setattr(kernels, "fused_scan", spy)
+    monkeypatch.setattr(fused, "fused_scan", spy)  # what the registered kernel calls
     params, xs, carry0 = _inputs(deep)
     mask = jnp.asarray(np.random.default_rng(0).random((B, T)) < 0.7)
 
@@ -215,11 +215,43 @@ def test_remat_reduces_compiled_memory():
 
 
 def test_reference_remat_equals_plain():
-    cell = seqjax.LSTM(4, layer_norm=True)  # no fused kernel: remat checkpoints each step
+    cell = seqjax.LSTM(4, layer_norm=True)  # no fused kernel: the reference scan checkpoints
     params, xs, carry0 = _inputs(cell)
-    got = _loss_fn(cell, "auto", remat=True)(params, xs, carry0, jnp.asarray(LENGTHS))
     want = _loss_fn(cell, "reference")(params, xs, carry0, jnp.asarray(LENGTHS))
-    _tree_allclose(got, want)
+    for remat in (True, 3):  # T=7: chunks of 3 steps, padded to 9
+        got = _loss_fn(cell, "auto", remat=remat)(params, xs, carry0, jnp.asarray(LENGTHS))
+        _tree_allclose(got, want)
+
+
+def _residual_count(cell, params, xs, **scan_kwargs):
+    """Number of floats the backward pass keeps (the leaves of the VJP closure)."""
+    _, pullback = jax.vjp(lambda p, x: seqjax.scan(cell, p, x, **scan_kwargs)[1], params, xs)
+    return sum(leaf.size for leaf in jax.tree_util.tree_leaves(pullback))
+
+
+def test_reference_remat_int_sets_the_chunk_length():
+    """Issue: an int ``remat`` was ignored on the reference path (every step checkpointed)."""
+    cell = seqjax.LSTM(4, layer_norm=True)
+    params = cell.init(jax.random.key(0), 3)
+    xs = jax.random.normal(jax.random.key(1), (2, 16, 3))
+    counts = {r: _residual_count(cell, params, xs, remat=r) for r in (False, True, 2, 4, 8)}
+    # chunks keep far less than all steps, and the chunk length changes what is kept
+    assert counts[4] < counts[False] / 2, counts
+    assert len({counts[2], counts[4], counts[8]}) == 3, counts
+    assert counts[True] == counts[4]  # ceil(sqrt(16)) = 4
+    # the jaxpr has the outer scan over chunks around a checkpointed inner scan
+    jaxpr = str(jax.make_jaxpr(lambda x: seqjax.scan(cell, params, x, remat=4)[1])(xs))
+    assert jaxpr.count("scan[") == 2 and "remat" in jaxpr
+    # same values and gradients, with and without lengths
+    lengths = jnp.asarray([16, 5])
+
+    def loss(p, x, remat):
+        final, ys = seqjax.scan(cell, p, x, lengths=lengths, remat=remat, impl="reference")
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.c**2)
+
+    want = jax.value_and_grad(loss, argnums=(0, 1))(params, xs, False)
+    for remat in (3, 4, 16):
+        _tree_allclose(jax.value_and_grad(loss, argnums=(0, 1))(params, xs, remat), want)
 
 
 def test_bfloat16_compute_keeps_float32_carry():
@@ -356,15 +388,17 @@ def test_dispatch_choices_and_fallbacks():
     for cell in (seqjax.LSTM(4, layer_norm=True), seqjax.LSTM.variant("FGR", 4)):
         assert kernels.unsupported_reason(cell) is not None
         assert kernels.choose(cell, xs, None) == "reference"
-        with kernels.options.using(impl="fused"), pytest.raises(ValueError, match="fused"):
-            kernels.choose(cell, xs, None)
+        with pytest.raises(ValueError, match="fused"):
+            kernels.choose(cell, xs, None, options=seqjax.ScanOptions(impl="fused"))
         # the fallback still runs through seqjax.scan
         params, xs_b, _ = _inputs(cell)
         _tree_allclose(
             seqjax.scan(cell, params, xs_b), seqjax.scan(cell, params, xs_b, impl="reference")
         )
-    with kernels.options.using(impl="reference"):
-        assert kernels.choose(seqjax.LSTM(4), xs, None) == "reference"
+    assert (
+        kernels.choose(seqjax.LSTM(4), xs, None, options=seqjax.ScanOptions(impl="reference"))
+        == "reference"
+    )
     with pytest.raises(ValueError, match="impl"):
         seqjax.scan(seqjax.GRU(3), seqjax.GRU(3).init(jax.random.key(0), I), xs, impl="fast")
     with pytest.raises(ValueError, match="remat"):
@@ -373,19 +407,59 @@ def test_dispatch_choices_and_fallbacks():
         seqjax.scan(
             seqjax.GRU(3), seqjax.GRU(3).init(jax.random.key(0), I), xs, compute_dtype=jnp.int32
         )
-    assert fused.chunk_length(4096, True) == 64 and fused.chunk_length(10, 4) == 4
-    assert fused.chunk_length(7, False) == 0 and fused.chunk_length(3, 50) == 3
+    assert kernels.chunk_length(4096, True) == 64 and kernels.chunk_length(10, 4) == 4
+    assert kernels.chunk_length(7, False) == 0 and kernels.chunk_length(3, 50) == 3
 
 
-def test_options_are_scoped_to_the_scan_call():
-    assert kernels.options.current() == kernels.options.KernelOptions()
-    with kernels.options.using(remat=True, impl="fused"):
-        assert kernels.options.current().remat is True
-    assert kernels.options.current().impl == "auto"
+def test_scan_options_are_an_explicit_validated_value():
+    opts = seqjax.ScanOptions(impl="fused", remat=np.int64(4), compute_dtype="bfloat16")
+    assert opts.remat == 4 and type(opts.remat) is int
+    assert opts.compute_dtype == jnp.dtype(jnp.bfloat16)
+    assert opts == seqjax.ScanOptions(impl="fused", remat=4, compute_dtype=jnp.bfloat16)
+    assert hash(opts) == hash(seqjax.ScanOptions(impl="fused", remat=4, compute_dtype="bfloat16"))
+    assert opts.replace(impl="auto").impl == "auto" and opts.impl == "fused"
+    with pytest.raises(ValueError, match="impl must be one of"):
+        seqjax.ScanOptions(impl="fast")
+    with pytest.raises(ValueError, match="remat"):
+        seqjax.ScanOptions(remat=-2)
+    with pytest.raises(ValueError, match="remat"):
+        seqjax.ScanOptions(remat=1.5)
+    with pytest.raises(TypeError, match="compute_dtype"):
+        seqjax.ScanOptions(compute_dtype="int8")
+    with pytest.raises(TypeError, match="compute_dtype"):
+        seqjax.ScanOptions(compute_dtype="not a dtype")
+    # scan takes either the keywords or one options value, not both
+    cell = seqjax.GRU(3)
+    params, xs = cell.init(jax.random.key(0), I), jnp.ones((B, T, I))
+    _tree_allclose(
+        seqjax.scan(cell, params, xs, options=seqjax.ScanOptions(impl="reference", remat=2)),
+        seqjax.scan(cell, params, xs, impl="reference", remat=2),
+    )
+    with pytest.raises(ValueError, match="not both"):
+        seqjax.scan(cell, params, xs, options=seqjax.ScanOptions(), impl="fused")
+    with pytest.raises(TypeError, match="ScanOptions"):
+        seqjax.scan(cell, params, xs, options={"impl": "fused"})
 
 
+def test_kernels_register_their_cells_and_forced_kernels_raise_elsewhere():
+    from seqjax import scan_engine
+
+    names = {k.name for k in scan_engine.registered_kernels(seqjax.LSTM)}
+    assert names == {"cudnn", "fused"}
+    assert [k.name for k in scan_engine.registered_kernels(seqjax.GRU)] == ["fused"]
+    assert scan_engine.registered_kernels(seqjax.Stack) == ()
+    with pytest.raises(ValueError, match="already registered"):
+        scan_engine.register_kernel(
+            seqjax.GRU, name="fused", run=kernels.fused.run_layer, unsupported_reason=print
+        )
+    with pytest.raises(ValueError, match="no cudnn kernel for GRU"):
+        kernels.choose(
+            seqjax.GRU(3), jnp.ones((T, B, I)), None, options=seqjax.ScanOptions("cudnn")
+        )
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks the fallback on a CPU backend")
 def test_cudnn_dispatch_falls_back_on_cpu():
-    assert jax.default_backend() == "cpu"
     assert not cudnn.available()
     cell = seqjax.LSTM(4)
     xs = jnp.zeros((T, B, I))
@@ -396,8 +470,13 @@ def test_cudnn_dispatch_falls_back_on_cpu():
         is None
     )
     assert kernels.choose(cell, xs, None) == "fused"  # supported config, but no GPU here
-    with kernels.options.using(impl="cudnn"), pytest.raises(ValueError, match="no CUDA GPU"):
-        kernels.choose(cell, xs, None)
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        kernels.choose(cell, xs, None, options=seqjax.ScanOptions(impl="cudnn"))
+
+
+def test_cudnn_refuses_what_it_cannot_run():
+    """Backend-independent part of the cuDNN dispatch (runs on GPU machines too)."""
+    cell = seqjax.LSTM(4)
     reasons = dict(
         peephole=cudnn.unsupported_reason(
             seqjax.LSTM(4, peephole=True),
@@ -482,8 +561,8 @@ def test_cudnn_weight_packing_matches_reference_layout():
 
 def test_measured_alternatives_still_equal_reference(monkeypatch):
     """Large-weight variant (projection before / dW after the loop) and forced mixes."""
-    monkeypatch.setattr(fused, "_PER_STEP_MAX_BYTES", 0)  # as if the weights were large
+    monkeypatch.setattr(fused_engine, "_PER_STEP_MAX_BYTES", 0)  # as if the weights were large
     _compare(CELLS["lstm_peep_proj_clip"], both_directions=True)
     _compare(CELLS["gru_reset_after"])
-    monkeypatch.setattr(fused, "_PROJECT_IN_LOOP", True)  # per-step projection, dW after
+    monkeypatch.setattr(fused_engine, "_PROJECT_IN_LOOP", True)  # per-step projection, dW after
     _compare(CELLS["gru"])

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 from typing import NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,6 +28,7 @@ from seqjax.regularization import (
 )
 
 B, T, I, H = 3, 6, 4, 5  # noqa: E741 (shape letters as in seqjax/typing.py)
+OPTS = seqjax.ScanOptions()
 
 
 # -- a probe cell that makes the masks visible ---------------------------------------------------
@@ -63,7 +65,7 @@ class Probe(Cell):
             c=jnp.ones(tuple(batch_shape) + (self.n,), dtype),
         )
 
-    def input_size(self, params):
+    def input_size_of(self, params):
         return params.w.shape[0]
 
     def step(self, params, carry, xp):
@@ -79,7 +81,7 @@ def probe_masks(wrapper_fn, key, shape=(B,), steps=T):
     cell = wrapper_fn(Probe(H))
     params = cell.init(jax.random.key(0), H)
     xs = jnp.ones((steps,) + shape + (H,))
-    return cell.scan_time_major(params, cell.initial_carry(shape), xs, None, key=key)
+    return cell.scan_time_major(params, cell.initial_carry(shape), xs, None, key=key, options=OPTS)
 
 
 # -- NumPy references ------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def test_variational_dropout_equals_numpy_gal(data, cell_name):
         probe = variational_dropout(Probe(n), **{name: rates[name]})
         pp = ProbeParams(w=jnp.zeros((n,)))
         _, y = probe.scan_time_major(
-            pp, probe.initial_carry((B,)), jnp.ones((1, B, n)), None, key=key
+            pp, probe.initial_carry((B,)), jnp.ones((1, B, n)), None, key=key, options=OPTS
         )
         return np.asarray(y[0])
 
@@ -230,7 +232,9 @@ def zoneout_probe_masks(h_rate, c_rate, key, shape=(B,), steps=T):
     cell = zoneout(Probe(H, counting=True), h_rate=h_rate, c_rate=c_rate)
     params = cell.init(jax.random.key(0), H)
     c0 = cell.initial_carry(shape)
-    final, ys = cell.scan_time_major(params, c0, jnp.ones((steps,) + shape + (H,)), None, key=key)
+    final, ys = cell.scan_time_major(
+        params, c0, jnp.ones((steps,) + shape + (H,)), None, key=key, options=OPTS
+    )
     hs = np.concatenate([np.asarray(c0.h)[None], np.asarray(ys)])
     return 1.0 - np.diff(hs, axis=0)
 
@@ -408,6 +412,47 @@ def test_wrappers_are_hashable_static_args(data):
     np.testing.assert_array_equal(np.asarray(y1), np.asarray(y2))
 
 
+STEPWISE = {
+    "zoneout": lambda c: zoneout(c, h_rate=0.3, c_rate=0.3),
+    "recurrent_dropout": lambda c: variational_dropout(c, recurrent_rate=0.3, input_rate=0.2),
+}
+
+
+@pytest.mark.parametrize("name", list(STEPWISE))
+@pytest.mark.parametrize("with_key", [True, False])
+def test_stepwise_wrappers_honour_scan_options(name, with_key, data):
+    """Issue: Zoneout (always) and VariationalDropout(recurrent_rate > 0) with a key ignored
+    ``compute_dtype``, ``remat`` and ``impl``."""
+    wrap = STEPWISE[name]
+    if name == "recurrent_dropout" and not with_key:
+        pytest.skip("without a key recurrent dropout is the inner cell (kernels apply)")
+    cell, params, xs = wrap(data["lstm"]), data["p_lstm"], data["xs"]
+    key = jax.random.key(3) if with_key else None
+    # a forced kernel cannot run a step-by-step layer: it raises instead of running anyway
+    with pytest.raises(ValueError, match="step by step"):
+        run(cell, params, xs, key=key, impl="fused")
+    # compute_dtype reaches the inner cell: the same as an inner LSTM(dtype=bfloat16)
+    _, ys16 = run(cell, params, xs, key=key, compute_dtype=jnp.bfloat16)
+    _, ys_bf = run(wrap(seqjax.LSTM(H, dtype=jnp.bfloat16)), params, xs, key=key)
+    _, ys32 = run(cell, params, xs, key=key)
+    np.testing.assert_array_equal(np.asarray(ys16), np.asarray(ys_bf))
+    assert float(jnp.max(jnp.abs(ys16 - ys32))) > 0
+
+    # remat keeps fewer residuals, with the same values and gradients
+    def loss(p, x, remat):
+        final, ys = run(cell, p, x, key=key, remat=remat)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(final.c**2)
+
+    def residuals(remat):
+        _, pullback = jax.vjp(lambda p: loss(p, xs, remat), params)
+        return sum(leaf.size for leaf in jax.tree_util.tree_leaves(pullback))
+
+    assert residuals(2) < residuals(False)
+    want = jax.value_and_grad(loss)(params, xs, False)
+    got = jax.value_and_grad(loss)(params, xs, 2)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_arguments():
     lstm = seqjax.LSTM(4)
     with pytest.raises(ValueError, match="input_rate"):
@@ -424,7 +469,16 @@ def test_bad_arguments():
         variational_dropout(zoneout(lstm, h_rate=0.1), recurrent_rate=0.2)
     with pytest.raises(ValueError, match="output dropout outside"):
         zoneout(variational_dropout(lstm, output_rate=0.2), h_rate=0.1)
-    deep = WeightDrop(cell=seqjax.stack([lstm, lstm]), rate=0.2)
-    params = deep.init(jax.random.key(0), 3)
-    with pytest.raises(ValueError, match="w_hh"):
-        seqjax.scan(deep, params, jnp.ones((2, 3, 3)), key=jax.random.key(1))
+    # the docstring once claimed a stack could be wrapped: it is refused where it is built
+    with pytest.raises(TypeError, match="wrap each layer"):
+        WeightDrop(cell=seqjax.stack([lstm, lstm]), rate=0.2)
+    with pytest.raises(TypeError, match="wrap each layer"):
+        weight_drop(variational_dropout(seqjax.bidirectional(lstm), input_rate=0.1), rate=0.2)
+    bad_name = weight_drop(lstm, rate=0.2, weight="w_nope")
+    with pytest.raises(ValueError, match="w_nope"):
+        seqjax.scan(
+            bad_name,
+            bad_name.init(jax.random.key(0), 3),
+            jnp.ones((2, 3, 3)),
+            key=jax.random.key(1),
+        )

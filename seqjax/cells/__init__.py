@@ -1,9 +1,9 @@
 """Recurrent cells: the pure math of one time step."""
 
-from seqjax.cells.base import Cell, masked_scan, tree_select
+from seqjax.cells.base import Cell
 from seqjax.cells.config import cell_from_config, cell_to_config
 from seqjax.cells.gru import GRU, GRUCarry, GRUParams
-from seqjax.cells.lstm import GREFF_VARIANTS, LSTM, LSTMCarry, LSTMParams
+from seqjax.cells.lstm import GREFF_VARIANTS, LSTM, LSTMCarry, LSTMGatesCarry, LSTMParams
 from seqjax.cells.rnn import SimpleRNN, SimpleRNNCarry, SimpleRNNParams
 
 __all__ = [
@@ -14,12 +14,11 @@ __all__ = [
     "GRUCarry",
     "GRUParams",
     "LSTMCarry",
+    "LSTMGatesCarry",
     "LSTMParams",
     "SimpleRNN",
     "SimpleRNNCarry",
     "SimpleRNNParams",
     "cell_from_config",
     "cell_to_config",
-    "masked_scan",
-    "tree_select",
 ]

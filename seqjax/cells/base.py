@@ -19,26 +19,34 @@ and bias, for all time steps at once), and ``step`` is the recurrence given that
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 from seqjax import _checks
+from seqjax.scan_engine import ScanOptions, scan_layer
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
 
 
-class Cell:
-    """Base class of seqjax cell definitions (subclasses are frozen dataclasses)."""
+class Cell(abc.ABC):
+    """Base class of seqjax cell definitions (subclasses are frozen dataclasses).
+
+    A subclass must define :attr:`output_size`, :meth:`init`, :meth:`initial_carry`,
+    :meth:`input_size_of` and :meth:`step` (abstract here: a class missing one cannot be
+    instantiated). :meth:`project_inputs` defaults to the identity and :meth:`scan_time_major`
+    to the per-layer kernel dispatch of :mod:`seqjax.scan_engine`; combinators override it.
+    """
 
     # -- the contract -----------------------------------------------------------------------
     @property
+    @abc.abstractmethod
     def output_size(self) -> int:
         """Number of features of the per-step output ``y``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def init(self, key: PRNGKey, input_size: int) -> PyTree:
         """Creates parameters for inputs with ``input_size`` features.
 
@@ -49,8 +57,8 @@ class Cell:
         Returns:
           The cell's parameter NamedTuple.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def initial_carry(self, batch_shape: Shape = (), dtype: DType = jnp.float32) -> PyTree:
         """Returns the all-zeros carry for a batch of shape ``batch_shape``.
 
@@ -61,11 +69,10 @@ class Cell:
         Returns:
           The cell's carry NamedTuple, every leaf of shape ``[*B, n]``.
         """
-        raise NotImplementedError
 
-    def input_size(self, params: PyTree) -> int:
-        """The ``I`` that ``params`` were created for."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def input_size_of(self, params: PyTree) -> int:
+        """The input size ``I`` that ``params`` were created for (``init``'s ``input_size``)."""
 
     def project_inputs(self, params: PyTree, xs: Array) -> Array:
         """Everything of a step that depends on the input alone.
@@ -83,6 +90,7 @@ class Cell:
         del params
         return xs
 
+    @abc.abstractmethod
     def step(self, params: PyTree, carry: PyTree, xp: Array) -> tuple[PyTree, Array]:
         """One step of the recurrence, given the projected input ``project_inputs(params, x)``.
 
@@ -94,7 +102,6 @@ class Cell:
         Returns:
           ``(new_carry, y)`` with ``y`` of shape ``[*B, output_size]``.
         """
-        raise NotImplementedError
 
     # -- derived behaviour ------------------------------------------------------------------
     def __call__(self, params: PyTree, carry: PyTree, x: Array) -> tuple[PyTree, Array]:
@@ -120,7 +127,7 @@ class Cell:
         """Validates one step's input against ``params`` and ``carry``; returns ``x`` as array."""
         x = _checks.array_like("x", x)
         _checks.floating("x", x)
-        _checks.feature_size("x", x, self.input_size(params))
+        _checks.feature_size("x", x, self.input_size_of(params))
         self.check_carry(carry, x.shape[:-1])
         return x
 
@@ -139,11 +146,13 @@ class Cell:
         reverse: bool = False,
         unroll: int = 1,
         key: PRNGKey | None = None,
+        options: ScanOptions,
     ) -> tuple[PyTree, Array]:
         """Runs the cell over a time-major sequence (the engine behind :func:`seqjax.scan`).
 
         Inputs are not validated here; :func:`seqjax.scan` does that. Combinators override this to
-        run layer by layer (stacks) or in both directions (bidirectional).
+        run layer by layer (stacks) or in both directions (bidirectional), passing ``options``
+        on to every layer.
 
         Args:
           params: the cell's parameters.
@@ -154,71 +163,20 @@ class Cell:
           reverse: process time from ``T - 1`` down to 0 (outputs stay in input order).
           unroll: steps per loop iteration, passed to ``jax.lax.scan``.
           key: randomness for stochastic cells and wrappers; None means deterministic.
+          options: kernel choice, remat and compute dtype (:class:`seqjax.ScanOptions`).
 
         Returns:
           ``(final_carry, ys)`` with ``ys`` of shape ``[T, *B, output_size]``.
         """
         del key  # plain cells are deterministic
-        # Lazy import: the kernels depend on the cell classes. scan_layer picks cuDNN, the fused
-        # kernel or the reference lax.scan of self.step (seqjax.kernels documents the choice).
-        from seqjax.kernels import scan_layer
-
-        return scan_layer(self, params, carry, xs, mask, reverse=reverse, unroll=unroll)
+        # a registered fast kernel, or the reference lax.scan of self.step (see scan_engine)
+        return scan_layer(
+            self, params, carry, xs, mask, reverse=reverse, unroll=unroll, options=options
+        )
 
     def replace(self, **changes: Any) -> Cell:
         """Returns a copy of this definition with some hyperparameters changed."""
         return dataclasses.replace(self, **changes)
-
-
-def tree_select(pred: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    """``where(pred, a, b)`` leaf by leaf, broadcasting ``pred [*B]`` over trailing axes."""
-
-    def sel(a, b):
-        p = jnp.reshape(pred, pred.shape + (1,) * (a.ndim - pred.ndim))
-        return jnp.where(p, a, b)
-
-    return jax.tree_util.tree_map(sel, on_true, on_false)
-
-
-def masked_scan(
-    step_fn,
-    carry: PyTree,
-    xs: PyTree,
-    mask: Array | None,
-    *,
-    reverse: bool = False,
-    unroll: int = 1,
-) -> tuple[PyTree, Array]:
-    """``lax.scan`` of ``step_fn(carry, x) -> (carry, y)`` where masked-out steps are skipped.
-
-    A step whose ``mask`` entry is False leaves the carry unchanged and outputs zeros. Because a
-    reverse scan visits padded steps first and skips them, ``reverse=True`` processes each
-    sequence backwards from its own last valid step; the outputs stay in input order.
-
-    Args:
-      step_fn: ``(carry, x_t) -> (carry, y_t)``.
-      carry: initial carry, leaves ``[*B, n]``.
-      xs: pytree of ``[T, *B, ...]`` arrays.
-      mask: ``[T, *B]`` booleans or None.
-      reverse: scan from the last time step to the first.
-      unroll: passed to ``lax.scan``.
-
-    Returns:
-      ``(final_carry, ys)``, ``ys`` of shape ``[T, *B, n_out]``.
-    """
-    if mask is None:
-        return lax.scan(step_fn, carry, xs, reverse=reverse, unroll=unroll)
-
-    def body(c, inp):
-        x_t, m_t = inp
-        c_new, y = step_fn(c, x_t)
-        c_new = tree_select(m_t, c_new, c)
-        y = jnp.where(
-            jnp.reshape(m_t, m_t.shape + (1,) * (y.ndim - m_t.ndim)), y, jnp.zeros((), y.dtype)
-        )
-        return c_new, y
-
-    return lax.scan(body, carry, (xs, mask), reverse=reverse, unroll=unroll)
 
 
 def concat_init(init_fn, key: PRNGKey, shape: tuple[int, int], blocks: int, dtype: DType) -> Array:
@@ -254,6 +212,16 @@ def affine(xs: Array, w: Array, b: Array | None, compute_dtype: DType | None) ->
     acc = accum_dtype(w.dtype)
     a = matmul(xs, w, compute_dtype, acc)
     return a if b is None else a + b.astype(acc)
+
+
+def sigmoid(x: Array) -> Array:
+    """The logistic function as ``(1 + tanh(x / 2)) / 2``, the form every gate uses.
+
+    XLA:CPU's ``tanh`` is a vectorised rational approximation, faster inside a recurrence than
+    the exp-and-divide expansion of ``jax.nn.sigmoid``; the fused kernels rely on the same form
+    to compute all gate activations with one ``tanh``. Mathematically identical.
+    """
+    return 0.5 * jnp.tanh(0.5 * x) + 0.5
 
 
 def accum_dtype(dtype: DType) -> DType:

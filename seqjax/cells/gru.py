@@ -17,6 +17,7 @@ from seqjax.cells.base import (
     glorot_uniform,
     matmul,
     orthogonal,
+    sigmoid,
 )
 from seqjax.typing import Array, DType, PRNGKey, Shape
 
@@ -127,7 +128,7 @@ class GRU(Cell):
         """Zeros: ``GRUCarry(h [*B, H])``."""
         return GRUCarry(h=jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype))
 
-    def input_size(self, params: GRUParams) -> int:
+    def input_size_of(self, params: GRUParams) -> int:
         return params.w_ih.shape[0]
 
     def project_inputs(self, params: GRUParams, xs: Array) -> Array:
@@ -141,18 +142,38 @@ class GRU(Cell):
         h_prev = carry.h.astype(acc)
         if self.reset_after:
             rec = matmul(carry.h, params.w_hh, self.dtype, acc)
-            r = jax.nn.sigmoid(xp[..., :H] + rec[..., :H])
-            z = jax.nn.sigmoid(xp[..., H : 2 * H] + rec[..., H : 2 * H])
             rec_n = rec[..., 2 * H :]
             if params.b_hn is not None:
                 rec_n = rec_n + params.b_hn.astype(acc)
-            n = jnp.tanh(xp[..., 2 * H :] + r * rec_n)
+            h, _, _ = gru_update(xp, rec[..., : 2 * H], h_prev, lambda r: r * rec_n)
         else:
             rec_rz = matmul(carry.h, params.w_hh[:, : 2 * H], self.dtype, acc)
-            r = jax.nn.sigmoid(xp[..., :H] + rec_rz[..., :H])
-            z = jax.nn.sigmoid(xp[..., H : 2 * H] + rec_rz[..., H:])
-            n = jnp.tanh(
-                xp[..., 2 * H :] + matmul(r * h_prev, params.w_hh[:, 2 * H :], self.dtype, acc)
+            w_n = params.w_hh[:, 2 * H :]
+            h, _, _ = gru_update(
+                xp, rec_rz, h_prev, lambda r: matmul(r * h_prev, w_n, self.dtype, acc)
             )
-        h = ((1.0 - z) * h_prev + z * n).astype(carry.h.dtype)
+        h = h.astype(carry.h.dtype)
         return GRUCarry(h=h), h
+
+
+def gru_update(
+    xp: Array, rec_rz: Array, h_prev: Array, candidate_recurrence: Callable[[Array], Array]
+) -> tuple[Array, Array, Array]:
+    """The gate equations of a GRU step given its matmuls (shared by :meth:`GRU.step` and the
+    fused kernel in ``seqjax/kernels/fused_specs.py``).
+
+    Args:
+      xp: projected input ``[..., 3H]`` (blocks ``r, z, n``).
+      rec_rz: recurrent pre-activations of ``r`` and ``z``, ``U_{rz} h_{t-1}``, ``[..., 2H]``.
+      h_prev: previous state ``[..., H]`` in ``xp``'s dtype.
+      candidate_recurrence: ``r -> `` the recurrent term of the candidate, ``[..., H]``:
+        ``r * (U_n h_{t-1} + b_hn)`` (reset after) or ``U_n (r * h_{t-1})`` (classic).
+
+    Returns:
+      ``(h, rz, n)``: the new state, the gate activations ``[..., 2H]`` and the candidate.
+    """
+    H = h_prev.shape[-1]
+    rz = sigmoid(xp[..., : 2 * H] + rec_rz)
+    r, z = rz[..., :H], rz[..., H:]
+    n = jnp.tanh(xp[..., 2 * H :] + candidate_recurrence(r))
+    return (1.0 - z) * h_prev + z * n, rz, n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ from seqjax.cells.base import (
     glorot_uniform,
     matmul,
     orthogonal,
+    sigmoid,
 )
 from seqjax.typing import Array, DType, PRNGKey, Shape
 
@@ -59,19 +61,44 @@ class LSTMParams(NamedTuple):
 
 
 class LSTMCarry(NamedTuple):
-    """Carry of :class:`LSTM`.
+    """Carry of :class:`LSTM`: unpacks as ``h, c = carry``.
 
     Attributes:
       h: the output/recurrent state ``[*B, R]`` (the projection ``r_t`` for an LSTMP, like
         PyTorch's ``h_n`` with ``proj_size``).
       c: the cell state ``[*B, H]``.
-      gates: previous sigmoid gate activations ``[*B, S*H]``, only with
-        ``full_gate_recurrence=True``; otherwise None.
     """
 
     h: Array
     c: Array
-    gates: Array | None = None
+
+
+class LSTMGatesCarry(NamedTuple):
+    """Carry of an :class:`LSTM` with ``full_gate_recurrence=True`` (FGR), which also needs
+    the previous step's gate activations.
+
+    Attributes:
+      h: the output/recurrent state ``[*B, R]``.
+      c: the cell state ``[*B, H]``.
+      gates: previous sigmoid gate activations ``[*B, S*H]``, blocks in the order of
+        :attr:`LSTM.sigmoid_gates`.
+    """
+
+    h: Array
+    c: Array
+    gates: Array
+
+
+class LSTMPointwise(NamedTuple):
+    """Result of ``lstm_pointwise``: the new cell state, the output before the projection,
+    and the sigmoid gate activations (None for an absent gate; ``i`` is ``1 - f`` when coupled).
+    """
+
+    c: Array
+    h: Array
+    i: Array | None
+    f: Array | None
+    o: Array | None
 
 
 # Greff et al. (2017), "LSTM: A Search Space Odyssey", Table 1: the vanilla LSTM has peepholes.
@@ -116,7 +143,8 @@ class LSTM(Cell):
       ``h = o * c``.
     - ``coupled=True`` (CIFG): ``i = 1 - f``, no input-gate parameters.
     - ``full_gate_recurrence=True`` (FGR): the sigmoid gates also receive the previous step's
-      gate activations through ``w_gates``; the carry then holds them.
+      gate activations through ``w_gates``; the carry is then an :class:`LSTMGatesCarry`
+      ``(h, c, gates)`` instead of :class:`LSTMCarry` ``(h, c)``.
     - ``proj_size=P`` (LSTMP, Sak et al. 2014).
     - ``cell_clip=v``: ``c_t`` clipped to ``[-v, v]`` after the update (as in Sak et al.).
     - ``layer_norm=True``: per-gate layer normalisation of the input and of the recurrent
@@ -296,19 +324,22 @@ class LSTM(Cell):
             fields["ln_c_bias"] = jnp.zeros((H,), pdt)
         return LSTMParams(**fields)
 
-    def initial_carry(self, batch_shape: Shape = (), dtype: DType = jnp.float32) -> LSTMCarry:
-        """Zeros: ``LSTMCarry(h [*B, R], c [*B, H], gates [*B, S*H] or None)``."""
+    def initial_carry(
+        self, batch_shape: Shape = (), dtype: DType = jnp.float32
+    ) -> LSTMCarry | LSTMGatesCarry:
+        """Zeros: ``LSTMCarry(h [*B, R], c [*B, H])``; with ``full_gate_recurrence``
+        ``LSTMGatesCarry(h, c, gates [*B, S*H])``."""
         batch_shape = tuple(batch_shape)
-        gates = None
+        h = jnp.zeros(batch_shape + (self.recurrent_size,), dtype)
+        c = jnp.zeros(batch_shape + (self.hidden_size,), dtype)
         if self.full_gate_recurrence:
-            gates = jnp.zeros(batch_shape + (len(self.sigmoid_gates) * self.hidden_size,), dtype)
-        return LSTMCarry(
-            h=jnp.zeros(batch_shape + (self.recurrent_size,), dtype),
-            c=jnp.zeros(batch_shape + (self.hidden_size,), dtype),
-            gates=gates,
-        )
+            S = len(self.sigmoid_gates)
+            return LSTMGatesCarry(
+                h=h, c=c, gates=jnp.zeros(batch_shape + (S * self.hidden_size,), dtype)
+            )
+        return LSTMCarry(h=h, c=c)
 
-    def input_size(self, params: LSTMParams) -> int:
+    def input_size_of(self, params: LSTMParams) -> int:
         return params.w_ih.shape[0]
 
     def project_inputs(self, params: LSTMParams, xs: Array) -> Array:
@@ -318,7 +349,9 @@ class LSTM(Cell):
         a = _block_layer_norm(affine(xs, params.w_ih, None, self.dtype), params.ln_ih_scale)
         return a if params.b is None else a + params.b.astype(a.dtype)
 
-    def step(self, params: LSTMParams, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry, Array]:
+    def step(
+        self, params: LSTMParams, carry: LSTMCarry | LSTMGatesCarry, xp: Array
+    ) -> tuple[LSTMCarry | LSTMGatesCarry, Array]:
         """One LSTM step from the projected input ``xp [*B, G*H]``; returns ``(carry, h)``."""
         H = self.hidden_size
         acc = xp.dtype
@@ -326,52 +359,88 @@ class LSTM(Cell):
         if self.layer_norm:
             rec = _block_layer_norm(rec, params.ln_hh_scale)
         a = xp + rec
-        blocks = {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(self.gate_layout)}
         if self.full_gate_recurrence:
             extra = matmul(carry.gates, params.w_gates, self.dtype, acc)
             for k, name in enumerate(self.sigmoid_gates):
-                blocks[name] = blocks[name] + extra[..., k * H : (k + 1) * H]
-        peep = {}
-        if params.w_peephole is not None:
-            peep = {
-                name: params.w_peephole[k].astype(acc) for k, name in enumerate(self.sigmoid_gates)
-            }
-
-        c_prev = carry.c.astype(acc)
-
-        def gate(name, c_seen):
-            pre = blocks[name]
-            if name in peep:
-                pre = pre + peep[name] * c_seen
-            return jax.nn.sigmoid(pre)
-
-        f = gate("f", c_prev) if self.forget_gate else None
-        if self.coupled:
-            i = 1.0 - f
-        elif self.input_gate:
-            i = gate("i", c_prev)
-        else:
-            i = None
-        g = jnp.tanh(blocks["g"]) if self.input_activation else blocks["g"]
-        c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
-        if self.cell_clip is not None:
-            c = jnp.clip(c, -self.cell_clip, self.cell_clip)
-        o = gate("o", c) if self.output_gate else None
-        c_out = c
+                col = self.gate_layout.index(name) * H
+                a = a.at[..., col : col + H].add(extra[..., k * H : (k + 1) * H])
+        c_norm = None
         if self.layer_norm:
-            c_out = _layer_norm(c, params.ln_c_scale, params.ln_c_bias)
-        h = jnp.tanh(c_out) if self.output_activation else c_out
-        if o is not None:
-            h = o * h
+            c_norm = functools.partial(_layer_norm, scale=params.ln_c_scale, bias=params.ln_c_bias)
+        out = lstm_pointwise(self, a, carry.c.astype(acc), params.w_peephole, c_norm=c_norm)
+        h = out.h
         if params.w_proj is not None:
             h = matmul(h, params.w_proj, self.dtype, acc)
-        gates = None
+        h, c = h.astype(carry.h.dtype), out.c.astype(carry.c.dtype)
         if self.full_gate_recurrence:
-            act = {"i": i, "f": f, "o": o}
-            gates = jnp.concatenate([act[n] for n in self.sigmoid_gates], axis=-1)
-            gates = gates.astype(carry.gates.dtype)
-        new = LSTMCarry(h=h.astype(carry.h.dtype), c=c.astype(carry.c.dtype), gates=gates)
-        return new, new.h
+            acts = {"i": out.i, "f": out.f, "o": out.o}
+            gates = jnp.concatenate([acts[n] for n in self.sigmoid_gates], axis=-1)
+            return LSTMGatesCarry(h=h, c=c, gates=gates.astype(carry.gates.dtype)), h
+        return LSTMCarry(h=h, c=c), h
+
+
+def lstm_pointwise(
+    cell: LSTM,
+    a: Array,
+    c_prev: Array,
+    w_peephole: Array | None = None,
+    *,
+    activated: bool = False,
+    c_norm: Callable[[Array], Array] | None = None,
+) -> LSTMPointwise:
+    """The elementwise part of an LSTM step (everything after the gate matmuls).
+
+    The one implementation of the gate equations in the class docstring: :meth:`LSTM.step` and
+    the fused kernel (``seqjax/kernels/fused_specs.py``) both call it.
+
+    Args:
+      cell: the LSTM definition (gate layout and options).
+      a: gate pre-activations ``[..., G*H]``, blocks in :attr:`LSTM.gate_layout` order; with
+        ``activated=True`` the gate activations instead (sigmoid gates and candidate already
+        applied, which is only possible without peepholes).
+      c_prev: previous cell state ``[..., H]``, in ``a``'s dtype.
+      w_peephole: peephole weights ``[S, H]`` or None.
+      activated: ``a`` holds activations (see above).
+      c_norm: a normalisation of ``c_t`` before the output activation (layer norm), or None.
+
+    Returns:
+      ``LSTMPointwise(c, h, i, f, o)`` with ``h`` before the LSTMP projection.
+    """
+    H = cell.hidden_size
+    blocks = {name: a[..., k * H : (k + 1) * H] for k, name in enumerate(cell.gate_layout)}
+    if activated and w_peephole is not None:
+        raise ValueError("activated gates cannot take peepholes (they depend on c)")
+    peep = {}
+    if w_peephole is not None:
+        peep = {n: w_peephole[k].astype(a.dtype) for k, n in enumerate(cell.sigmoid_gates)}
+
+    def gate(name, c_seen):
+        if activated:
+            return blocks[name]
+        pre = blocks[name]
+        if name in peep:
+            pre = pre + peep[name] * c_seen
+        return sigmoid(pre)
+
+    f = gate("f", c_prev) if cell.forget_gate else None
+    if cell.coupled:
+        i = 1.0 - f
+    elif cell.input_gate:
+        i = gate("i", c_prev)
+    else:
+        i = None
+    g = blocks["g"]
+    if cell.input_activation and not activated:
+        g = jnp.tanh(g)
+    c = (c_prev if f is None else f * c_prev) + (g if i is None else i * g)
+    if cell.cell_clip is not None:
+        c = jnp.clip(c, -cell.cell_clip, cell.cell_clip)
+    o = gate("o", c) if cell.output_gate else None
+    c_out = c if c_norm is None else c_norm(c)
+    h = jnp.tanh(c_out) if cell.output_activation else c_out
+    if o is not None:
+        h = o * h
+    return LSTMPointwise(c=c, h=h, i=i, f=f, o=o)
 
 
 def _layer_norm(x: Array, scale: Array, bias: Array | None = None) -> Array:

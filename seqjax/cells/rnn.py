@@ -21,7 +21,7 @@ from seqjax.typing import Array, DType, PRNGKey, Shape
 
 Initializer = Callable[..., Array]
 
-_ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 
 
 class SimpleRNNParams(NamedTuple):
@@ -87,7 +87,7 @@ class SimpleRNN(Cell):
 
     def __post_init__(self):
         _checks.positive_int("SimpleRNN.hidden_size", self.hidden_size)
-        _checks.one_of("SimpleRNN.activation", self.activation, _ACTIVATIONS)
+        _checks.one_of("SimpleRNN.activation", self.activation, ACTIVATIONS)
         if not isinstance(self.use_bias, bool):
             raise TypeError(f"SimpleRNN.use_bias must be a bool, got {self.use_bias!r}")
 
@@ -110,7 +110,7 @@ class SimpleRNN(Cell):
         """Zeros: ``SimpleRNNCarry(h [*B, H])``."""
         return SimpleRNNCarry(h=jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype))
 
-    def input_size(self, params: SimpleRNNParams) -> int:
+    def input_size_of(self, params: SimpleRNNParams) -> int:
         return params.w_ih.shape[0]
 
     def project_inputs(self, params: SimpleRNNParams, xs: Array) -> Array:
@@ -122,5 +122,5 @@ class SimpleRNN(Cell):
     ) -> tuple[SimpleRNNCarry, Array]:
         """One step from the projected input ``xp [*B, H]``; returns ``(carry, h)``."""
         a = xp + matmul(carry.h, params.w_hh, self.dtype, xp.dtype)
-        h = _ACTIVATIONS[self.activation](a).astype(carry.h.dtype)
+        h = ACTIVATIONS[self.activation](a).astype(carry.h.dtype)  # the fused kernel: same
         return SimpleRNNCarry(h=h), h

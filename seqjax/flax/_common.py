@@ -73,7 +73,7 @@ def check_params(cell: SeqCell, params: PyTree, in_features: int | None) -> None
         raise ValueError(
             f"params do not fit {type(cell).__name__}: structure {got_def}, expected {exp_def}"
         )
-    n_in = cell.input_size(params)
+    n_in = cell.input_size_of(params)
     if in_features is not None and n_in != in_features:
         raise ValueError(
             f"params were made for {n_in} input features, but in_features is {in_features}"

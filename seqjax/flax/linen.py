@@ -198,7 +198,7 @@ def _declare_params(module: nn.Module, cell: SeqCell, input_size: int) -> PyTree
         return params_from_flax(cell, tree)
 
     params = params_from_flax(cell, nn.meta.unbox(stored))
-    n_in = cell.input_size(params)
+    n_in = cell.input_size_of(params)
     if n_in != input_size:
         raise ValueError(
             f"inputs have {input_size} features on their last axis, but the "

@@ -152,7 +152,7 @@ class Cell(nnx.RNNCellBase):
     @property
     def in_features(self) -> int:
         """``I``, the input size the parameters were made for."""
-        return self.cell.input_size(self.seqjax_params())
+        return self.cell.input_size_of(self.seqjax_params())
 
     def seqjax_params(self) -> PyTree:
         """The current parameters as the plain seqjax NamedTuple of arrays.
@@ -308,7 +308,7 @@ class RNN(nnx.Module):
     @property
     def in_features(self) -> int:
         """``I``, the input size the parameters were made for."""
-        return self.cell.input_size(self.seqjax_params())
+        return self.cell.input_size_of(self.seqjax_params())
 
     def seqjax_params(self) -> PyTree:
         """The current parameters as the plain seqjax NamedTuple of arrays."""

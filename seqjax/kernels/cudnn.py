@@ -3,9 +3,11 @@
 ``jax.experimental.rnn.lstm`` wraps cuDNN's fused multi-layer LSTM (forward and backward kernels,
 batch-first, per-sequence lengths). It only lowers on CUDA GPUs, and only for the plain LSTM:
 PyTorch's gate order ``i, f, g, o``, no peepholes, no projection, no clipping, full gates and
-activations, float32. :func:`supported` says whether a layer can take it; the dispatch in
-:func:`seqjax.kernels.scan_layer` uses it only when the default backend is a CUDA GPU and falls
-back to the fused scan otherwise (always, on CPU).
+activations, float32. :func:`unsupported_reason` says why a layer cannot take it (None when it
+can) and :func:`available` whether a CUDA GPU is there; :func:`layer_unsupported_reason`
+combines the two for the kernel registry, so the dispatch
+(:func:`seqjax.scan_engine.scan_layer`) runs cuDNN only on a CUDA GPU and falls back to the fused
+scan otherwise (always, on CPU).
 
 cuDNN's flat weight layout for one unidirectional layer is
 ``[W_ih (4H x I), W_hh (4H x H), b_ih (4H), b_hh (4H)]`` (row-major, PyTorch's ``weight_ih_l0``
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 
 from seqjax.cells.base import Cell
 from seqjax.cells.lstm import LSTM, LSTMParams
+from seqjax.scan_engine import ScanOptions
 from seqjax.typing import Array, PyTree
 
 
@@ -88,6 +91,50 @@ def unsupported_reason(
     if remat:
         return "remat requested"
     return None
+
+
+def layer_unsupported_reason(
+    cell: Cell, xs: Array, mask: Array | None, *, reverse: bool, options: ScanOptions
+) -> str | None:
+    """:func:`unsupported_reason` for one layer call, GPU availability included (registry API).
+
+    Args:
+      cell: the layer's cell definition.
+      xs: its inputs ``[T, *B, I]``.
+      mask: its mask or None.
+      reverse: direction.
+      options: the scan options (``remat``, ``lengths_prefix``).
+
+    Returns:
+      A short reason, or None when cuDNN can run the layer here.
+    """
+    reason = unsupported_reason(
+        cell,
+        dtype=xs.dtype,
+        reverse=reverse,
+        mask_is_lengths=options.lengths_prefix,
+        has_mask=mask is not None,
+        remat=options.remat,
+    )
+    if reason is None and not available():
+        reason = f"no CUDA GPU (default backend: {jax.default_backend()})"
+    return reason
+
+
+def run_layer(
+    cell: LSTM,
+    params: LSTMParams,
+    carry: PyTree,
+    xs: Array,
+    mask: Array | None,
+    *,
+    reverse: bool,
+    unroll: int,
+    options: ScanOptions,
+) -> tuple[PyTree, Array]:
+    """:func:`lstm_scan` with the registry's signature (forward only; ``unroll`` unused)."""
+    del reverse, unroll, options  # layer_unsupported_reason refused the rest
+    return lstm_scan(cell, params, carry, xs, mask)
 
 
 def pack_weights(params: LSTMParams) -> Array:
