@@ -15,10 +15,12 @@ from typing import Any
 
 from experiments.scaffold import (
     ArgumentParser,
+    UsageError,
     add_config_arguments,
     add_subcommands,
     apply_overrides,
     at_least,
+    in_range,
     run,
 )
 from experiments.translate.config import (
@@ -31,6 +33,7 @@ from experiments.translate.config import (
     TranslateConfig,
     validate_config,
 )
+from experiments.translate.input_pipeline import MAX_NUMBER
 
 PROG = "python -m experiments.translate"
 DESCRIPTION = """English number words to French or German with a recurrent encoder-decoder.
@@ -39,6 +42,7 @@ DESCRIPTION = """English number words to French or German with a recurrent encod
   translate  translate text:      translate --workdir W [--beam 4] "forty-two" ...  (or stdin)
   evaluate   test-split metrics:  evaluate --workdir W   (JSON: exact match, BLEU, chrF)
   compare    attention vs none:   compare [--quick]  (writes experiments/results/translate)
+  heatmaps   attention weights:   heatmaps --workdir W [--numbers 34 342571]  (PNG)
 """
 
 HELP = {
@@ -164,10 +168,25 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
         out_dir=args.out,
         name=args.name,
         command=args.command_line,
-        heatmap_runs=args.heatmap_runs,
     )
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
+
+
+def _heatmaps(args: argparse.Namespace) -> dict[str, Any]:
+    for n in args.numbers:
+        in_range("--numbers", n, 0, MAX_NUMBER)
+    from experiments.translate.compare import write_heatmaps
+    from experiments.translate.train import restore
+
+    run = restore(args.workdir)
+    if not run.model.attentional:
+        raise UsageError(
+            f"--workdir: expected a model with attention, got {args.workdir} with --attention none"
+        )
+    out = write_heatmaps(run, args.workdir, args.numbers, args.out, args.name)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return out
 
 
 def parser() -> ArgumentParser:
@@ -222,7 +241,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--length-penalty", type=float, default=0.6, help="GNMT alpha (default 0.6)")
     p.set_defaults(handler=_evaluate)
 
-    from experiments.translate.compare import RESULTS_DIR, VARIANTS
+    from experiments.translate.compare import HEATMAP_NUMBERS, RESULTS_DIR, VARIANTS
 
     p = subs.add_parser(
         "compare",
@@ -238,14 +257,22 @@ def parser() -> ArgumentParser:
     )
     p.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     p.add_argument("--name", default="attention", help="output file stem")
-    p.add_argument(
-        "--heatmap-runs",
-        nargs="*",
-        default=[],
-        help="extra trained run directories to draw attention heat-maps for",
-    )
     _config_arguments(p)
     p.set_defaults(handler=_compare)
+
+    p = subs.add_parser(
+        "heatmaps",
+        help="attention heat-maps of a run (PNG)",
+        description="Draws the attention weights of the run's own beam-4 translations of a few "
+        "numbers to <out>/<name>.png, with the tokens in <name>.json.",
+    )
+    p.add_argument("--workdir", required=True, help="a trained run directory with attention")
+    p.add_argument(
+        "--numbers", type=int, nargs="+", default=list(HEATMAP_NUMBERS), help="numbers to draw"
+    )
+    p.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    p.add_argument("--name", default=None, help="file stem (default heatmaps_<pair>_<run>)")
+    p.set_defaults(handler=_heatmaps)
     return top
 
 

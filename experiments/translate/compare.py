@@ -61,22 +61,19 @@ def compare(
     out_dir: str | os.PathLike = RESULTS_DIR,
     name: str = "attention",
     command: str = "",
-    heatmap_runs: list[str] = (),  # type: ignore[assignment]
 ) -> dict[str, Any]:
     """Trains (or resumes) every variant under ``root`` and writes the comparison files.
 
     Raises:
-      UsageError: an unknown variant, or a heat-map run directory that is not a run.
+      UsageError: an unknown variant.
     """
     from experiments.translate.train import restore, train_and_evaluate
-    from experiments.translate.translate import evaluate_model, heatmaps
+    from experiments.translate.translate import evaluate_model
 
     variants = list(variants or VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UsageError(f"--variants: expected names from {', '.join(VARIANTS)}, got {unknown}")
-    for r in heatmap_runs:
-        restore(r)  # checked before anything is trained
     budget = _budget(base)
 
     def run_one(variant: str) -> dict[str, Any]:
@@ -110,16 +107,9 @@ def compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     maps = []
-    runs = [os.path.join(root, "additive")] if "additive" in variants else []
-    for r in [*runs, *heatmap_runs]:
-        run = restore(r)
-        if not run.model.attentional:
-            continue
-        tag = f"{name}_heatmaps_{run.config.pair}_{Path(r).name}"
-        info = heatmaps(
-            run.model, run.params, run.dataset, run.config, HEATMAP_NUMBERS, str(out / f"{tag}.png")
-        )
-        maps.append({"run": r, "png": f"{tag}.png", "examples": info})
+    if "additive" in variants:
+        run = restore(os.path.join(root, "additive"))
+        maps.append(write_heatmaps(run, "additive", HEATMAP_NUMBERS, out, f"{name}_heatmaps"))
     payload = {
         "command": command,
         "base_config": dataclasses.asdict(base),
@@ -134,6 +124,25 @@ def compare(
         r["variant"]: {k: r["evaluation"][f"beam_{k}"]["exact_match"] for k in (1, 4, 8)}
         for r in rows
     }
+
+
+def write_heatmaps(
+    run: Any, label: str, numbers: Any, out_dir: str | os.PathLike, name: str | None = None
+) -> dict[str, Any]:
+    """Draws a run's attention heat-maps to ``<out_dir>/<name>.png`` and their tokens to
+    ``<name>.json``; returns that record."""
+    from experiments.scaffold import write_json
+    from experiments.translate.translate import heatmaps
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = name or f"heatmaps_{run.config.pair}_{Path(label).name}"
+    info = heatmaps(
+        run.model, run.params, run.dataset, run.config, list(numbers), str(out / f"{name}.png")
+    )
+    record = {"run": str(label), "step": run.step, "png": f"{name}.png", "examples": info}
+    write_json(out / f"{name}.json", record)
+    return record
 
 
 def _markdown(p: dict[str, Any]) -> str:
