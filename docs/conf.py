@@ -80,8 +80,9 @@ nitpicky = True
 # Types of other libraries and of the standard library appear in signatures. There is no
 # intersphinx (the build must work without network access), so references to them cannot
 # resolve; they are the only ones ignored. Any reference to a seqjax name must resolve.
+_EXTERNAL = "jax|jaxlib|jnp|numpy|np|scipy|optax|flax|nnx|orbax|chex|torch|matplotlib"
 nitpick_ignore_regex = [
-    (r"py:.*", r"(jax|jaxlib|jnp|numpy|np|optax|flax|nnx|orbax|chex|torch|matplotlib)(\..*)?"),
+    (r"py:.*", rf"({_EXTERNAL})(\..*)?"),
     (r"py:.*", r"(collections\.abc|os|pathlib|typing)\..*"),
 ]
 
