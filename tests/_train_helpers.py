@@ -2,6 +2,7 @@
 
 - :func:`worker`: runs ``tests/_train_worker.py`` in a subprocess (optionally with N fake
   CPU devices, which must be set before JAX is imported, hence the subprocess);
+- :func:`launch`: runs P worker processes of one ``jax.distributed`` run on 127.0.0.1;
 - :func:`last_json`, :func:`load_npz`: read what the worker printed and saved;
 - :func:`tensorboard_scalars`: reads tensorboardX event files back.
 
@@ -13,9 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -46,6 +50,66 @@ def worker(*args: str, devices: int | None = None, timeout: float = 300):
         capture_output=True,
         text=True,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch(
+    mode: str,
+    workdir: str,
+    *args: str,
+    processes: int,
+    devices: int = 1,
+    timeout: float = 240,
+    heartbeat: int = 10,
+) -> list[tuple[int, str, str, float]]:
+    """Runs ``processes`` worker processes of one distributed run on 127.0.0.1.
+
+    Each gets ``devices`` fake CPU devices and the same arguments but its own
+    ``--process-id``. All are killed if any is still running after ``timeout`` seconds.
+
+    Returns:
+      Per process ``(returncode, stdout, stderr, seconds until it exited)``.
+    """
+    coordinator = f"127.0.0.1:{free_port()}"
+    t0 = time.monotonic()
+    procs = []
+    for i in range(processes):
+        cmd = [sys.executable, WORKER, mode, workdir, *args]
+        cmd += ["--coordinator", coordinator, "--num-processes", str(processes)]
+        cmd += ["--process-id", str(i), "--heartbeat-timeout", str(heartbeat)]
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=worker_env(devices),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    out: list = [None] * processes
+
+    def wait(i: int, p: subprocess.Popen) -> None:
+        try:
+            so, se = p.communicate(timeout=max(1.0, timeout - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            so, se = p.communicate()
+            se += f"\n[killed by the test after {timeout} s]"
+        out[i] = (p.returncode, so, se, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=wait, args=(i, p)) for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
 
 
 def last_json(stdout: str) -> dict:

@@ -11,6 +11,9 @@ Worker usage (the subprocess tests in tests/test_train_loop.py and test_train_sh
 
     python tests/_train_worker.py run WORKDIR [--kill_at_step K] [--task lm|stream] [overrides]
     python tests/_train_worker.py devices OUTDIR      # needs 8 host devices via XLA_FLAGS
+    python tests/_train_worker.py mp WORKDIR --coordinator H:P --num-processes P \
+        --process-id I [--kill_at_step K --kill_process I] [overrides]   # one of P processes
+    python tests/_train_worker.py mp-restore WORKDIR --coordinator ...  # restore on P procs
 
 ``--kill_at_step K`` SIGKILLs the process while the save of step K is committing.
 """
@@ -123,10 +126,56 @@ def stream_batch(step: int, batch_size: int, seed: int = 0) -> dict:
     return {"inputs": w["targets"], "targets": w["inputs"], "reset": w["reset"]}
 
 
+N_INDEXED = 24  # examples of the "indexed" task's dataset
+
+
+def indexed_dataset(seed: int = 0) -> np.ndarray:
+    """[N_INDEXED, T + 1] random token sequences: the "indexed" task's whole dataset."""
+    rng = np.random.default_rng([seed, 3000])
+    return rng.integers(0, V, (N_INDEXED, T + 1)).astype(np.int32)
+
+
+def indexed_batch(step: int, config: TinyConfig, mesh, record: dict | None = None) -> dict:
+    """This process's rows of global batch ``step``: only they are read from the dataset."""
+    idx = train.process_batch_indices(step, N_INDEXED, config.batch_size, config.seed, mesh)
+    if record is not None:
+        record[step] = idx.tolist()
+    rows = indexed_dataset(config.seed)[idx]
+    return {"inputs": rows[:, 1:], "targets": rows[:, :-1]}
+
+
 def run(
-    config: TinyConfig, workdir: str, *, mesh=None, hooks=(), verbose=False, resume="auto"
+    config: TinyConfig,
+    workdir: str,
+    *,
+    mesh=None,
+    hooks=(),
+    verbose=False,
+    resume="auto",
+    record: dict | None = None,
 ) -> train.TrainResult:
-    """Trains the tiny model of ``config.task`` in ``workdir`` with ``train_loop``."""
+    """Trains the tiny model of ``config.task`` in ``workdir`` with ``train_loop``.
+
+    Tasks ``lm`` and ``stream`` compute the global batch (a multi-process run keeps its rows);
+    ``indexed`` reads only this process's examples and, given ``record``, stores
+    ``record[step] = example indices read``.
+    """
+    if config.task == "indexed":
+        mesh = train.make_mesh() if mesh is None else mesh
+        return train.train_loop(
+            config,
+            workdir,
+            init_params=init_fn(config),
+            loss_fn=loss_fn(config),
+            train_batch=lambda s: indexed_batch(s, config, mesh, record),
+            eval_batches=lambda: [
+                lm_batch(10_000 + i, config.batch_size, config.seed) for i in range(2)
+            ],
+            mesh=mesh,
+            hooks=hooks,
+            verbose=verbose,
+            resume=resume,
+        )
     if config.task == "stream":
         init_carry = cell(config).initial_carry((config.batch_size,))
         return train.train_loop(
@@ -206,10 +255,81 @@ def main(argv: list[str]) -> None:
         print(
             json.dumps({"resumed_from": result.resumed_from, "final_step": int(result.state.step)})
         )
+    elif mode in ("mp", "mp-restore"):
+        multiprocess(mode, target, rest)
     elif mode == "devices":
         devices_check(target)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
+
+
+def multiprocess(mode: str, workdir: str, argv: list[str]) -> None:
+    """One process of a multi-process run (tests/test_multiprocess.py).
+
+    ``mp``: trains the ``indexed`` task (``--kill_at_step K --kill_process I`` SIGKILLs
+    process I once step K is done); every process writes ``indices_p<I>.json`` (the example
+    indices it read, by step), process 0 ``final_params.npz``. ``mp-restore``: restores the
+    latest checkpoint of ``workdir`` onto this run's processes and devices; process 0 writes
+    ``restored_P<P>.npz``. Both print a JSON line with the process layout.
+    """
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from experiments.scaffold import (
+        ArgumentParser,
+        add_config_arguments,
+        add_distributed_arguments,
+        apply_overrides,
+        initialize_from_args,
+    )
+    from experiments.scaffold.cli import _normalise
+
+    parser = ArgumentParser(prog=f"_train_worker.py {mode}")
+    add_distributed_arguments(parser)
+    parser.add_argument("--kill-at-step", type=int, default=None)
+    parser.add_argument("--kill-process", type=int, default=1)
+    add_config_arguments(parser, TinyConfig)
+    args = parser.parse_args(_normalise(argv))
+    initialize_from_args(args, quiet_workers=False)
+    config = apply_overrides(TinyConfig(task="indexed"), args)
+    pid = jax.process_index()
+    info = {
+        "process_index": pid,
+        "process_count": jax.process_count(),
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+    }
+    if mode == "mp-restore":
+        mesh = train.make_mesh()
+        opt = train.optimizer_from_config(config)
+        target = train.TrainState.create(init_fn(config)(jax.random.key(1)), opt, 0)
+        target = train.place_state(target, mesh)
+        ckpt = train.Checkpointer(os.path.join(workdir, "checkpoints"))
+        restored, step = ckpt.restore(target, shardings=train.state_shardings(target, mesh))
+        ckpt.close()
+        info["restored_step"] = step
+        info["param_devices"] = len(jax.tree.leaves(restored.params)[0].sharding.device_set)
+        if pid == 0:
+            flat = flat_params(train.to_host(restored.params))
+            np.savez(os.path.join(workdir, f"restored_P{jax.process_count()}.npz"), **flat)
+        print(json.dumps(info), flush=True)
+        return
+    hooks = []
+    if args.kill_at_step is not None and pid == args.kill_process:
+        hooks.append(
+            lambda done, state: (
+                os.kill(os.getpid(), signal.SIGKILL) if done == args.kill_at_step else None
+            )
+        )
+    record: dict[int, list[int]] = {}
+    result = run(config, workdir, hooks=hooks, verbose=True, record=record)
+    with open(os.path.join(workdir, f"indices_p{pid}.json"), "w") as f:
+        json.dump({str(k): v for k, v in record.items()}, f)
+    if pid == 0:
+        np.savez(
+            os.path.join(workdir, "final_params.npz"),
+            **flat_params(train.to_host(result.state.params)),
+        )
+    info.update(resumed_from=result.resumed_from, final_step=int(train.to_host(result.state.step)))
+    print(json.dumps(info), flush=True)
 
 
 def devices_check(outdir: str) -> None:

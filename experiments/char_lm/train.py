@@ -93,6 +93,8 @@ class _Timeline:
         """Drops records after ``step`` (from an interrupted session) and keeps its time."""
         kept = [r for r in self.records if r["step"] <= step]
         self.offset = kept[-1]["elapsed_s"] if kept else 0.0
+        if jax.process_index() != 0:  # several processes: process 0 writes the file
+            return
         with open(self.path, "w", encoding="utf-8") as f:
             for r in kept:
                 f.write(json.dumps(r) + "\n")
@@ -115,6 +117,8 @@ class _Timeline:
             m = evaluate(self.eval_step, state.params, self.batches, self.mesh, self.eval_carry)
             rec["train_eval_loss"] = m["loss"]
             rec["train_eval_bits"] = m["bits"]
+        if jax.process_index() != 0:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
 
@@ -168,7 +172,7 @@ def train_and_evaluate(
         )
     # -- every check passed: from here on the run directory is written -----------------------
     workdir = seqjax.train.check_workdir(workdir)
-    if not os.path.exists(vocab_path):
+    if not os.path.exists(vocab_path) and jax.process_index() == 0:
         with open(vocab_path, "w", encoding="utf-8") as f:
             f.write(corpus.vocab.to_json())
 

@@ -7,7 +7,9 @@ from these pieces:
 - :mod:`experiments.scaffold.cli`: :class:`UsageError`, the one-line-error
   :class:`ArgumentParser`, config dataclass fields as ``--field-name`` options, :func:`run`;
 - :mod:`experiments.scaffold.checks`: checks made before anything is written;
-- :mod:`experiments.scaffold.results`: JSON/Markdown/PNG writers and :func:`run_grid`.
+- :mod:`experiments.scaffold.results`: JSON/Markdown/PNG writers and :func:`run_grid`;
+- :mod:`experiments.scaffold.distributed`: ``--coordinator``/``--num-processes``/
+  ``--process-id`` (or JAX's auto-detection) on every command, process 0 prints.
 """
 
 from experiments.scaffold.checks import at_least, check_output_dir, check_run_dir, in_range
@@ -20,6 +22,11 @@ from experiments.scaffold.cli import (
     config_from_argv,
     run,
     value_parser,
+)
+from experiments.scaffold.distributed import (
+    add_distributed_arguments,
+    initialize_from_args,
+    is_main_process,
 )
 from experiments.scaffold.results import (
     markdown_table,
@@ -34,6 +41,7 @@ __all__ = [
     "ArgumentParser",
     "UsageError",
     "add_config_arguments",
+    "add_distributed_arguments",
     "add_subcommands",
     "apply_overrides",
     "at_least",
@@ -41,6 +49,8 @@ __all__ = [
     "check_run_dir",
     "config_from_argv",
     "in_range",
+    "initialize_from_args",
+    "is_main_process",
     "markdown_table",
     "pyplot",
     "replot",

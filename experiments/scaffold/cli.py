@@ -242,7 +242,11 @@ def run(
       parser: the top-level parser; every subcommand set ``handler`` (and the scaffold sets
         ``parser``, so an error names the subcommand's ``prog``). A parser without
         subcommands sets ``handler`` itself. The handler also finds ``args.command_line``,
-        the command as typed (for results files).
+        the command as typed (for results files). Every (sub)command also gets the
+        distributed options of :mod:`experiments.scaffold.distributed` (``--coordinator``,
+        ``--num-processes``, ``--process-id``, ``--distributed-auto``,
+        ``--heartbeat-timeout``, defaults from the environment); the process joins a
+        multi-process run before the handler is called when they ask for one.
       argv: the arguments (default ``sys.argv[1:]``).
       default_command: the subcommand used when the first argument names none (so
         ``prog --flag`` means ``prog default_command --flag``).
@@ -267,6 +271,11 @@ def run(
             argv = [default_command, *argv]
         for name, sub in subs.choices.items():
             sub.set_defaults(parser=sub, command=name)
+    # Every command takes the distributed settings (--coordinator, ...; see distributed.py).
+    from experiments.scaffold.distributed import add_distributed_arguments, initialize_from_args
+
+    for p in subs.choices.values() if subs is not None else (parser,):
+        add_distributed_arguments(p)
     args, extra = parser.parse_known_args(argv)
     active = getattr(args, "parser", parser)
     if extra:  # named by the subcommand's parser, not the top-level one
@@ -275,6 +284,7 @@ def run(
     if getattr(args, "handler", None) is None:
         active.error("expected a command, got none")
     try:
+        initialize_from_args(args)
         return args.handler(args)
     except UsageError as e:
         active.error(str(e))

@@ -29,10 +29,21 @@ __all__ = [
 ]
 
 
+def _other_process() -> bool:
+    """True in the processes other than 0 of a multi-process run (they write no results)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized() and jax.process_index() != 0
+
+
 def write_json(
     path: str | os.PathLike, obj: Any, *, indent: int | None = 1, sort_keys: bool = False
 ) -> None:
-    """Writes ``obj`` as JSON atomically (a temporary file renamed over ``path``)."""
+    """Writes ``obj`` as JSON atomically (a temporary file renamed over ``path``).
+
+    In a multi-process run (``jax.distributed``) only process 0 writes; the others return.
+    """
+    if _other_process():
+        return
     path = os.fspath(path)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -109,6 +120,8 @@ def write_outputs(
 ) -> None:
     """Writes ``<tag>.json`` (the payload), ``<tag>.md`` and ``<tag>.png`` in ``out_dir``.
 
+    In a multi-process run (``jax.distributed``) only process 0 writes.
+
     Args:
       out_dir: results folder (created).
       tag: file stem.
@@ -118,6 +131,8 @@ def write_outputs(
         stderr) when matplotlib is not installed.
       indent: JSON indentation.
     """
+    if _other_process():  # a multi-process run: process 0 writes the results
+        return
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / f"{tag}.json", payload, indent=indent)

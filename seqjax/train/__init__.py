@@ -12,7 +12,9 @@ Public API (see ``docs/training.md``):
 - :class:`TrainConfig`, :func:`config_to_dict`, :func:`config_diff`, :func:`format_config`;
 - :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`,
   :func:`read_metrics`, :func:`missing_optional_outputs`, :class:`OptionalOutputWarning`;
-- :func:`batch_indices`, :func:`stream_window` (data order as a function of the step).
+- :func:`batch_indices`, :func:`stream_window` (data order as a function of the step);
+- :func:`initialize`, :func:`process_batch_slice`, :func:`process_batch_indices`,
+  :func:`is_main_process` (several processes).
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ from seqjax.train.config import (
     format_config,
 )
 from seqjax.train.data_order import batch_indices, stream_window
+from seqjax.train.distributed import (
+    initialize,
+    is_main_process,
+    process_batch_indices,
+    process_batch_slice,
+)
 from seqjax.train.loop import TrainResult, check_workdir, evaluate, train_loop
 from seqjax.train.optim import (
     make_optimizer,
@@ -83,6 +91,8 @@ __all__ = [
     "config_to_dict",
     "evaluate",
     "format_config",
+    "initialize",
+    "is_main_process",
     "make_eval_step",
     "make_mesh",
     "make_optimizer",
@@ -92,6 +102,8 @@ __all__ = [
     "optimizer_from_config",
     "place_state",
     "plot_curves",
+    "process_batch_indices",
+    "process_batch_slice",
     "read_metrics",
     "read_saved_config",
     "replicated",

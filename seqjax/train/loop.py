@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from seqjax.train.checkpoint import Checkpointer
 from seqjax.train.config import TrainConfig, config_diff, config_to_dict, format_config
+from seqjax.train.distributed import process_batch_slice
 from seqjax.train.optim import optimizer_from_config, schedule_from_config
 from seqjax.train.sharding import make_mesh, place_state, shard_batch, state_shardings, to_host
 from seqjax.train.state import TrainState
@@ -168,15 +169,23 @@ def evaluate(
     batches: Iterable[Any],
     mesh: Mesh,
     carry: PyTree = None,
+    *,
+    process_local: bool = False,
 ) -> dict[str, float]:
     """Runs ``eval_step`` over ``batches`` and returns mean metrics.
+
+    In a multi-process run every process must call it (the step is one SPMD program).
 
     Args:
       eval_step: from :func:`~seqjax.train.make_eval_step`.
       params: the parameters.
       batches: host batches (each sharded onto ``mesh`` here).
       mesh: the mesh.
-      carry: initial carry for stream evaluation (flows from batch to batch), or None.
+      carry: initial carry for stream evaluation (flows from batch to batch), or None; the
+        whole carry ``[B, ...]``, the same on every process.
+      process_local: in a multi-process run, whether each batch is this process's part of
+        the global batch (True) or the whole batch, the same on every process (False, the
+        default: evaluation sets are small); see :func:`~seqjax.train.shard_batch`.
 
     Returns:
       :func:`~seqjax.train.summarize_metrics` of the summed metrics.
@@ -188,7 +197,9 @@ def evaluate(
     if carry is not None:
         carry = jax.device_put(carry, state_shardings_like_carry(carry, mesh))
     for batch in batches:
-        metrics, carry = eval_step(params, shard_batch(batch, mesh), carry)
+        metrics, carry = eval_step(
+            params, shard_batch(batch, mesh, process_local=process_local), carry
+        )
         sums = _add(sums, metrics)
     if sums is None:
         raise ValueError("eval_batches() yielded no batches")
@@ -201,6 +212,24 @@ def state_shardings_like_carry(carry: PyTree, mesh: Mesh) -> PyTree:
     return jax.tree.map(
         lambda x: batch_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh), carry
     )
+
+
+def _process_part(batch: Any, rows: slice, batch_size: int) -> Any:
+    """This process's rows of a train batch that may be global or already process-local."""
+    local = rows.stop - rows.start
+    if local == batch_size:  # one process: the batch is its own business (any size)
+        return batch
+    sizes = {int(np.shape(x)[0]) for x in jax.tree.leaves(batch) if np.ndim(x) >= 1}
+    if sizes == {batch_size}:
+        return jax.tree.map(lambda x: x[rows] if np.ndim(x) >= 1 else x, batch)
+    if sizes and sizes != {local}:
+        raise ValueError(
+            f"train_batch(step) must return the global batch (leading size "
+            f"config.batch_size = {batch_size}) or this process's part of it (leading size "
+            f"{local} = {batch_size} / {batch_size // local} processes), got leading sizes "
+            f"{sorted(sizes)}"
+        )
+    return batch
 
 
 def train_loop(
@@ -226,6 +255,12 @@ def train_loop(
     latest checkpoint and ends with parameters bit-identical to a run never interrupted (on
     the same device count and software), even after a SIGKILL in the middle of a save.
 
+    Several processes (after :func:`~seqjax.train.initialize`): every process calls
+    ``train_loop`` with the same arguments; the mesh spans the devices of all of them,
+    parameters are replicated, each process feeds its rows of every batch, every process
+    takes part in each checkpoint save (Orbax writes each array once), and only process 0
+    prints, logs metrics and writes ``config.json`` and the plot. Hooks run on every process.
+
     Every ``log_every`` steps the loop logs the mean training metrics (loss, grad_norm,
     tokens/s, learning rate) to ``metrics.jsonl``, TensorBoard and the progress bar, and
     checks for non-finite values; every ``eval_every`` steps (and at the end) it evaluates on
@@ -247,9 +282,13 @@ def train_loop(
       workdir: the run directory (created if missing unless ``resume="require"``).
       init_params: ``key -> params``.
       loss_fn: see :func:`~seqjax.train.make_train_step`.
-      train_batch: ``step -> batch`` (a pytree of host arrays ``[batch_size, ...]``; in a
-        multi-process run, this process's slice of it).
-      eval_batches: ``() -> iterable of batches`` for validation, or None.
+      train_batch: ``step -> batch``, a pytree of host arrays ``[batch_size, ...]``. In a
+        multi-process run it may return either the global batch (each process then keeps
+        its rows) or, to read only what the process needs, its part ``[batch_size / P,
+        ...]``: the rows :func:`~seqjax.train.process_batch_slice` (e.g. from
+        :func:`~seqjax.train.process_batch_indices`).
+      eval_batches: ``() -> iterable of batches`` for validation, or None; whole batches,
+        the same on every process of a multi-process run.
       init_carry: initial TBPTT carry (leaves ``[batch_size, ...]``) or None.
       eval_carry: initial carry for evaluation streams; default zeros like ``init_carry``.
       mesh: device mesh; default all devices (:func:`~seqjax.train.make_mesh`).
@@ -281,12 +320,18 @@ def train_loop(
     if resume not in ("auto", "never", "require"):
         raise ValueError(f"resume must be 'auto', 'never' or 'require', got {resume!r}")
     workdir = check_workdir(workdir, must_exist=(resume == "require"))
-    say = print if verbose else (lambda *a, **k: None)
     is_main = jax.process_index() == 0
+    # Several processes run this loop in lockstep; only process 0 prints and writes files.
+    say = print if verbose and is_main else (lambda *a, **k: None)
     missing = missing_optional_outputs() if is_main else {}
     _announce_missing_outputs(missing)
 
     mesh = make_mesh() if mesh is None else mesh
+    rows = (
+        process_batch_slice(config.batch_size, mesh)
+        if jax.process_count() > 1
+        else slice(0, config.batch_size)
+    )
     optimizer = optimizer_from_config(config)
     schedule = schedule_from_config(config)
     config_dict = config_to_dict(config)
@@ -345,7 +390,7 @@ def train_loop(
 
     total = config.total_steps
     pbar = None
-    if verbose and config.progress and start < total:
+    if verbose and is_main and config.progress and start < total:
         from tqdm.auto import tqdm
 
         pbar = tqdm(total=total, initial=start, desc="train", file=sys.stderr, dynamic_ncols=True)
@@ -360,7 +405,8 @@ def train_loop(
     best = None
     try:
         for step in range(start, total):
-            state, metrics = train_step(state, shard_batch(train_batch(step), mesh))
+            batch = _process_part(train_batch(step), rows, config.batch_size)
+            state, metrics = train_step(state, shard_batch(batch, mesh))
             acc = _add(acc, metrics)
             done = step + 1
             do_log = done % config.log_every == 0 or done == total

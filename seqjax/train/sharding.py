@@ -75,16 +75,20 @@ def _leaf_sharding(x: Any, mesh: Mesh, batched: bool) -> NamedSharding:
     return replicated(mesh)
 
 
-def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+def shard_batch(batch: PyTree, mesh: Mesh, *, process_local: bool = True) -> PyTree:
     """Places a host batch on the mesh, split along the leading axis of every array.
 
-    Scalars (0-d leaves) are replicated. In a multi-process run each process passes its own
-    part of the global batch (leading size = global batch / process count) and gets global
-    arrays back (``jax.make_array_from_process_local_data``).
+    Scalars (0-d leaves) are replicated. In a multi-process run, with ``process_local=True``
+    each process passes its own part of the global batch (leading size = global batch /
+    process count; see :func:`~seqjax.train.process_batch_slice`) and gets global arrays
+    back (``jax.make_array_from_process_local_data``); with ``process_local=False`` every
+    process passes the same whole global batch and keeps only its rows on its devices.
 
     Args:
       batch: a pytree of NumPy or JAX arrays ``[B, ...]``.
       mesh: the mesh from :func:`make_mesh`.
+      process_local: in a multi-process run, whether ``batch`` is this process's part
+        (True) or the whole global batch, identical on every process (False).
 
     Returns:
       The same pytree of global ``jax.Array``s sharded over ``"data"``.
@@ -105,13 +109,15 @@ def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
         raise ValueError(
             f"all batch arrays must share the leading (batch) size, got sizes {sorted(sizes)}"
         )
-    n_local = _num_shards(mesh) // max(1, jax.process_count())
-    if sizes and next(iter(sizes)) % max(1, n_local) != 0:
+    local = process_local and jax.process_count() > 1
+    n_div = _num_shards(mesh) // jax.process_count() if local else _num_shards(mesh)
+    if sizes and next(iter(sizes)) % max(1, n_div) != 0:
         raise ValueError(
             f"batch size {next(iter(sizes))} is not divisible by the "
-            f"{n_local} devices of this process; choose a multiple of {n_local}"
+            f"{n_div} devices of {'this process' if local else 'the mesh'}; "
+            f"choose a multiple of {n_div}"
         )
-    if jax.process_count() == 1:
+    if not local:
         return jax.tree.map(lambda x: jax.device_put(x, _leaf_sharding(x, mesh, True)), batch)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(
