@@ -29,9 +29,12 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["check_params", "check_step", "describe"]
+__all__ = ["RUNTIME_FIELDS", "check_params", "check_step", "describe"]
 
-_MISSING = object()
+#: Name of the class attribute of a parameter NamedTuple listing fields that ``init`` leaves
+#: None and that are filled later (e.g. ``runtime_fields = ("memory",)`` for a memory bound
+#: into an attention decoder's parameters). :func:`check_params` does not compare them.
+RUNTIME_FIELDS = "runtime_fields"
 # Verified (cell or id(cell), treedef, shapes) keys, and reference parameter shapes by
 # (cell, input_size).
 # Both are bounded: a long-lived process that builds many cells must not grow without limit.
@@ -208,15 +211,18 @@ def _compare(exp: Any, got: Any, path: tuple, *, shapes: bool = True) -> None:
     if _is_namedtuple(exp):
         if type(got) is not type(exp):
             raise _Mismatch(TypeError, path, f"got {type(got).__name__}; expected")
+        # Fields filled after init (an attention memory bound into the parameters) are the
+        # params type's business: it lists them in a class attribute `runtime_fields`.
+        names = [n for n in exp._fields if n not in getattr(type(exp), RUNTIME_FIELDS, ())]
         # Which optional fields are present says more than a shape (a projection changes
         # w_hh's shape too), so report presence first.
-        for name in exp._fields:
+        for name in names:
             e, g = getattr(exp, name), getattr(got, name)
             if e is None and g is not None:
                 raise _Mismatch(ValueError, path + (name,), "extra")
             if e is not None and g is None:
                 raise _Mismatch(ValueError, path + (name,), "missing")
-        for name in exp._fields:
+        for name in names:
             _compare(getattr(exp, name), getattr(got, name), path + (name,), shapes=shapes)
         return
     if isinstance(exp, (tuple, list)):
@@ -256,9 +262,8 @@ def _message(cell: Any, params: Any, m: _Mismatch) -> str:
     field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in rest).replace(".[", "[")
     if m.text == "extra":
         hint = _option_hint(owner, sub_params, rest[-1], want_present=True)
-        text = f"{head}{name} got parameters with {field}, which this cell does not use" + (
-            f": was it created with {hint}?" if hint else ""
-        )
+        text = f"{head}{name} got parameters with {field}, which this cell does not use"
+        text += f": was it created with {hint}?" if hint else "."
         return text + " Pass the parameters from this cell's own init."
     if m.text == "missing":
         hint = _option_hint(owner, sub_params, rest[-1], want_present=False)
@@ -289,12 +294,13 @@ def _locate(cell: Any, params: Any, path: tuple) -> tuple[Any, list[str], tuple,
     path, a description of each step taken, the remaining path and that cell's parameters."""
     owner, context, sub, k = cell, [], params, 0
     while k < len(path):
-        inner = _unwrap(owner)
-        if inner is not owner:
-            context.append(f"the cell wrapped by {type(owner).__name__}")
-            owner = inner
         item = path[k]
         child = getattr(owner, item, None) if isinstance(item, str) else None
+        inner = _unwrap(owner)
+        if not _is_cell(child) and inner is not owner:
+            context.append(f"the cell wrapped by {type(owner).__name__}")
+            owner = inner
+            continue
         if _is_cell(child):
             context.append(f"{item} of {type(owner).__name__}")
             owner, sub, k = child, getattr(sub, item), k + 1
@@ -316,12 +322,27 @@ def _locate(cell: Any, params: Any, path: tuple) -> tuple[Any, list[str], tuple,
 
 
 def _unwrap(cell: Any) -> Any:
-    """Wrappers (dropout, zoneout, weight drop) share their inner cell's parameters."""
+    """The innermost cell of wrappers that take their inner cell's parameters unchanged
+    (dropout, zoneout, weight drop): a cell with one cell-valued field whose ``init`` returns
+    the same parameter type."""
     while True:
-        inner = getattr(cell, "cell", None)
-        if not _is_cell(inner):
+        inner = _inner_cells(cell)
+        if len(inner) != 1 or not _same_params_type(cell, inner[0]):
             return cell
-        cell = inner
+        cell = inner[0]
+
+
+def _inner_cells(cell: Any) -> list[Any]:
+    if not dataclasses.is_dataclass(cell):
+        return []
+    return [v for f in dataclasses.fields(cell) if _is_cell(v := getattr(cell, f.name))]
+
+
+def _same_params_type(outer: Any, inner: Any) -> bool:
+    try:
+        return type(_expected(outer, 1)) is type(_expected(inner, 1))
+    except Exception:  # noqa: BLE001 - no reference: not known to be a wrapper
+        return False
 
 
 def _option_hint(cell: Any, params: Any, field: Any, *, want_present: bool) -> str | None:

@@ -74,6 +74,9 @@ class AttentionDecoderParams(NamedTuple):
     b_gate: Array | None = None
     memory: AttentionMemory | None = None
 
+    # Set by bind, not by init: the parameter check of seqjax.scan does not compare it.
+    runtime_fields = ("memory",)
+
 
 class AttentionDecoderCarry(NamedTuple):
     """Carry of :class:`AttentionDecoder`.

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from seqjax import _checks
+from seqjax import _checks, _params
 from seqjax.cells.base import Cell, accum_dtype
 from seqjax.scan_engine import (
     ScanOptions,
@@ -52,6 +51,7 @@ def scan(
     compute_dtype: Any = None,
     impl: str = "auto",
     options: ScanOptions | None = None,
+    check_lengths: bool = False,
 ) -> tuple[PyTree, Array]:
     """Runs ``cell`` over a sequence with ``jax.lax.scan`` (``(final_carry, ys)`` order).
 
@@ -66,7 +66,10 @@ def scan(
         leading batch dimensions, including none.
       carry: initial carry, leaves ``[*B, n]``; default ``cell.initial_carry(B)`` in float32
         (float64 for float64 inputs).
-      lengths: integer valid lengths ``[*B]`` in ``[0, T]``.
+      lengths: integer valid lengths ``[*B]`` in ``[0, T]``. Concrete lengths (an eager call,
+        or an array a jitted function closes over) are checked at trace time; traced lengths
+        (an argument of a jitted function) have no values then, and are only checked with
+        ``check_lengths=True`` (unchecked, a length above ``T`` acts as ``T``, below 0 as 0).
       mask: boolean validity ``[*B, T]`` (``[T, *B]`` when time-major), an alternative to
         ``lengths`` that also allows holes; a False step is skipped.
       reverse: process each sequence backwards from its last valid step; outputs stay in input
@@ -85,6 +88,10 @@ def scan(
         ``"cudnn"``, ``"reference"`` to force one (for tests and benchmarks).
       options: the three settings above as one :class:`ScanOptions` value, instead of the
         keywords (pass one or the other).
+      check_lengths: also check traced ``lengths`` with :func:`jax.experimental.checkify.check`
+        (one reduction per call); the jitted function must then be wrapped in
+        ``checkify.checkify(f, errors=checkify.user_checks)``, whose error's ``.throw()``
+        raises for lengths outside ``[0, T]``. Without that wrapper JAX refuses to compile it.
 
     Returns:
       ``(final_carry, ys)``: the carry after the last valid step, and outputs
@@ -110,6 +117,7 @@ def scan(
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"scan expects a seqjax cell, got {type(cell).__name__}")
+    _params.check_params(cell, params)  # what cell.init creates: type, fields, shapes
     if options is None:
         options = ScanOptions(impl=impl, remat=remat, compute_dtype=compute_dtype)
     elif not isinstance(options, ScanOptions):
@@ -137,7 +145,7 @@ def scan(
 
     xs_t = xs if time_major else jnp.moveaxis(xs, -2, 0)  # [T, *B, I]
     T, batch_shape = xs_t.shape[0], tuple(xs_t.shape[1:-1])
-    mask_t = _time_mask(lengths, mask, T, batch_shape, time_major)
+    mask_t = _time_mask(lengths, mask, T, batch_shape, time_major, check_lengths)
 
     if carry is None:
         carry = cell.initial_carry(batch_shape, accum_dtype(xs.dtype))
@@ -159,7 +167,12 @@ def scan(
 
 
 def _time_mask(
-    lengths: Any, mask: Any, T: int, batch_shape: tuple[int, ...], time_major: bool
+    lengths: Any,
+    mask: Any,
+    T: int,
+    batch_shape: tuple[int, ...],
+    time_major: bool,
+    check_lengths: bool = False,
 ) -> Array | None:
     """Builds the ``[T, *B]`` validity mask from ``lengths`` or ``mask`` (or None)."""
     if lengths is not None and mask is not None:
@@ -172,12 +185,7 @@ def _time_mask(
             raise ValueError(
                 f"lengths must have the batch shape {batch_shape}, got {tuple(lengths.shape)}"
             )
-        if _checks.is_concrete(lengths) and lengths.size:
-            # Read on the host: jnp reductions would be staged (and abstract) inside a jit trace.
-            host = np.asarray(jax.device_get(lengths))
-            lo, hi = int(host.min()), int(host.max())
-            if lo < 0 or hi > T:
-                raise ValueError(f"lengths must lie in [0, T={T}], got values in [{lo}, {hi}]")
+        _checks.lengths_in_range(lengths, T, traced=check_lengths)
         steps = jnp.arange(T, dtype=lengths.dtype).reshape((T,) + (1,) * len(batch_shape))
         return steps < lengths[None]
     if mask is not None:

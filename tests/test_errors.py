@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import pytest
+from jax.experimental import checkify
 
 import seqjax
 
@@ -124,3 +126,83 @@ def test_concrete_lengths_closed_over_inside_jit_are_checked_not_traced(lstm):
     assert out.shape == (2, 4, 4)
     with pytest.raises(ValueError, match=r"\[0, T=4\], got values in \[4, 9\]"):
         jax.jit(lambda p: seqjax.scan(cell, p, xs, lengths=bad)[1])(params)
+
+
+# -- hints for the likely cause -----------------------------------------------------------------
+def test_whole_sequence_given_to_a_one_step_call(lstm):
+    cell, params = lstm
+    with pytest.raises(
+        ValueError,
+        match=r"x has shape \(2, 5, 3\) \(3 dims\) but the carry's batch shape is \(2,\): a "
+        r"whole sequence \[\*B, T, I\]\? .*seqjax.scan\(cell, params, xs\)",
+    ):
+        cell(params, cell.initial_carry((2,)), jnp.ones((2, 5, 3)))
+    with pytest.raises(ValueError, match=r"batch shape is \(\): a whole sequence"):
+        cell(params, cell.initial_carry(), jnp.ones((5, 3)))
+    # A carry that matches the extra axis is a batch, not a mistake.
+    carry, y = cell(params, cell.initial_carry((2, 5)), jnp.ones((2, 5, 3)))
+    assert y.shape == (2, 5, 4)
+
+
+def test_integer_inputs_suggest_an_embedding(lstm):
+    cell, params = lstm
+    ids = jnp.zeros((2, 4), jnp.int32)
+    hint = r"integer dtype int32: token ids\? embed them first, e\.g\. jnp\.take\(embedding, ids"
+    with pytest.raises(TypeError, match="xs has " + hint):
+        seqjax.scan(cell, params, ids[..., None])
+    with pytest.raises(TypeError, match="x has " + hint):
+        cell(params, cell.initial_carry((2,)), ids[:, :3])
+    with pytest.raises(TypeError, match=r"floating dtype .*got bool$"):
+        seqjax.scan(cell, params, jnp.ones((2, 4, 3), bool))
+
+
+# -- lengths: concrete ones at trace time, traced ones with checkify ---------------------------
+@pytest.fixture(scope="module")
+def checked_run(lstm):
+    cell, _ = lstm
+
+    @jax.jit
+    def run(params, xs, lengths):
+        return seqjax.scan(cell, params, xs, lengths=lengths, check_lengths=True)[1]
+
+    return checkify.checkify(run, errors=checkify.user_checks)
+
+
+@pytest.mark.parametrize("lengths", [[12, 2], [-1, 2], [5, 4]])
+def test_traced_lengths_out_of_range_raise_under_checkify(lstm, checked_run, lengths):
+    _, params = lstm
+    err, _ = checked_run(params, jnp.ones((2, 4, 3)), jnp.array(lengths))
+    lo, hi = min(lengths), max(lengths)
+    with pytest.raises(
+        checkify.JaxRuntimeError, match=rf"\[0, T=4\], got values in \[{lo}, {hi}\]"
+    ):
+        err.throw()
+
+
+def test_traced_lengths_in_range_pass_under_checkify(lstm, checked_run):
+    cell, params = lstm
+    xs = jax.random.normal(jax.random.key(1), (2, 4, 3))
+    err, ys = checked_run(params, xs, jnp.array([4, 0]))
+    assert err.get() is None
+    expected = seqjax.scan(cell, params, xs, lengths=jnp.array([4, 0]))[1]
+    chex.assert_trees_all_close(ys, expected, atol=1e-6)
+
+
+def test_check_lengths_without_checkify_refuses_to_compile(lstm):
+    cell, params = lstm
+    run = jax.jit(lambda p, x, n: seqjax.scan(cell, p, x, lengths=n, check_lengths=True))
+    with pytest.raises(ValueError, match=r"check.* without functionalizing it through .*checkify"):
+        run(params, jnp.ones((2, 4, 3)), jnp.array([1, 2]))
+    # Concrete lengths need no checkify: they are checked while tracing, as without the flag.
+    with pytest.raises(ValueError, match=r"\[0, T=4\], got values in \[1, 5\]"):
+        seqjax.scan(
+            cell, params, jnp.ones((2, 4, 3)), lengths=jnp.array([1, 5]), check_lengths=True
+        )
+
+
+def test_traced_lengths_are_unchecked_by_default_and_clamp(lstm):
+    """What the docs say happens without check_lengths: above T acts as T, below 0 as 0."""
+    cell, params = lstm
+    xs = jax.random.normal(jax.random.key(2), (2, 4, 3))
+    run = jax.jit(lambda n: seqjax.scan(cell, params, xs, lengths=n)[1])
+    chex.assert_trees_all_close(run(jnp.array([12, -1])), run(jnp.array([4, 0])))

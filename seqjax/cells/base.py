@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from seqjax import _checks
+from seqjax import _checks, _params
 from seqjax.scan_engine import ScanOptions, scan_layer
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
 
@@ -125,6 +125,7 @@ class Cell(abc.ABC):
 
     def check_step_input(self, params: PyTree, carry: PyTree, x: Any) -> Array:
         """Validates one step's input against ``params`` and ``carry``; returns ``x`` as array."""
+        _params.check_step(self, params, carry, x)  # params as init makes them; x a sequence?
         x = _checks.array_like("x", x)
         _checks.floating("x", x)
         _checks.feature_size("x", x, self.input_size_of(params))

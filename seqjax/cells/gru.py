@@ -61,26 +61,23 @@ class GRU(Cell):
             &&\text{(reset_after=True: cuDNN, PyTorch, Keras)} \\
         h_t &= (1 - z_t) \odot h_{t-1} + z_t \odot \tilde h_t
 
-    Which way ``z`` points: here ``z_t`` is the share of the *new* candidate (Chung et al. 2014).
-    PyTorch and Keras write ``h_t = (1 - z') n_t + z' h_{t-1}``, so their update gate is
-    ``z' = 1 - z``; since ``1 - \sigma(a) = \sigma(-a)``, importing their weights negates the
-    ``z`` rows and bias, an exact conversion (:func:`seqjax.interop.from_torch` does this).
-    PyTorch's GRU is the ``reset_after=True`` form with gate order ``r, z, n``; Keras uses
-    ``z, r, h``.
+    Here ``z_t`` is the share of the *new* candidate (Chung et al. 2014); PyTorch, Keras and
+    Flax use ``z' = 1 - z``, so importing their weights negates the ``z`` blocks (an exact
+    conversion, :func:`seqjax.interop.from_torch` does it).
 
-    The classic form needs two recurrent matmuls per step (the reset gate must be known before
-    ``U_n`` is applied); ``reset_after=True`` needs one, which is why cuDNN uses it.
+    Options:
 
-    Initialisation: Glorot-uniform input blocks, orthogonal recurrent blocks, zero biases.
+    - ``hidden_size=H``.
+    - ``reset_after=True``: the cuDNN/PyTorch/Keras form, one recurrent matmul per step instead
+      of two (the classic form must know ``r_t`` before applying ``U_n``), and a bias ``b_hn``.
+    - ``use_bias``; ``dtype``: matmul dtype (None: the parameters'); ``param_dtype``;
+      ``kernel_init``, ``recurrent_init``: initializers of each gate block (default
+      Glorot-uniform and orthogonal; biases start at zero).
 
-    Attributes:
-      hidden_size: ``H``.
-      reset_after: use the cuDNN/PyTorch form.
-      use_bias: learn biases.
-      dtype: compute dtype of the matmuls (None: the parameters').
-      param_dtype: dtype of the parameters.
-      kernel_init: initializer of each ``[I, H]`` input block.
-      recurrent_init: initializer of each ``[H, H]`` recurrent block.
+    Shapes: ``x [*B, I]`` gives ``y [*B, H]``; the carry is :class:`GRUCarry` ``h [*B, H]``;
+    the parameters are :class:`GRUParams` ``w_ih [I, 3H]``, ``w_hh [H, 3H]``, ``b [3H]``
+    (and ``b_hn [H]`` with ``reset_after``), gate blocks in order ``r, z, n``.
+    ``docs/cells.md`` has the PyTorch, Keras and Flax parameter mappings.
 
     Example:
       >>> import jax, jax.numpy as jnp, seqjax

@@ -135,54 +135,34 @@ class LSTM(Cell):
     Peephole terms ``p`` (Gers & Schmidhuber 2000, diagonal) appear only with
     ``peephole=True``: the input and forget gates see ``c_{t-1}``, the output gate sees ``c_t``.
 
-    Options (each a flag, so Greff et al.'s variants are one flag each, see :meth:`variant`):
+    Options (each of Greff et al.'s variants is one flag, see :meth:`variant`):
 
+    - ``hidden_size=H``: units of the cell state ``c``.
+    - ``proj_size=P``: LSTMP (Sak et al. 2014); the output and recurrent state is ``r_t``.
+    - ``peephole=True``: the peephole terms above.
+    - ``coupled=True`` (CIFG): ``i = 1 - f``, no input-gate parameters.
     - ``input_gate=False`` (NIG): ``i = 1``. ``forget_gate=False`` (NFG): ``f = 1``.
       ``output_gate=False`` (NOG): ``o = 1``.
     - ``input_activation=False`` (NIAF): ``g = a^g``. ``output_activation=False`` (NOAF):
       ``h = o * c``.
-    - ``coupled=True`` (CIFG): ``i = 1 - f``, no input-gate parameters.
     - ``full_gate_recurrence=True`` (FGR): the sigmoid gates also receive the previous step's
       gate activations through ``w_gates``; the carry is then an :class:`LSTMGatesCarry`
       ``(h, c, gates)`` instead of :class:`LSTMCarry` ``(h, c)``.
-    - ``proj_size=P`` (LSTMP, Sak et al. 2014).
     - ``cell_clip=v``: ``c_t`` clipped to ``[-v, v]`` after the update (as in Sak et al.).
-    - ``layer_norm=True``: per-gate layer normalisation of the input and of the recurrent
-      pre-activations, and of ``c_t`` before the output activation (Ba et al. 2016; the per-gate
-      form of Keras/TF-Addons ``LayerNormLSTMCell``).
+    - ``layer_norm=True``: per-gate layer normalisation of the input and recurrent
+      pre-activations, and of ``c_t`` before the output activation (Ba et al. 2016).
+    - ``forget_bias`` (initial forget-gate bias, default 1.0, Jozefowicz et al. 2015),
+      ``use_bias``; ``dtype``: matmul dtype (None: the parameters'), with pre-activations
+      accumulated in float32 and the carry keeping its dtype; ``param_dtype``;
+      ``kernel_init``, ``recurrent_init``: initializers of each gate block (default
+      Glorot-uniform and orthogonal).
 
-    Initialisation: input weights Glorot-uniform and recurrent weights orthogonal, per gate
-    block; biases zero except the forget gate's ``forget_bias`` (default 1.0, Jozefowicz et al.
-    2015; only used when ``use_bias``); peepholes zero (the cell starts as a plain LSTM); gains 1.
-
-    Mapping to other libraries (gate order ``i, f, g, o``):
-
-    - PyTorch ``nn.LSTM``: ``w_ih = weight_ih.T``, ``w_hh = weight_hh.T``,
-      ``b = bias_ih + bias_hh``, ``w_proj = weight_hr.T``; ``carry.h`` is ``h_n`` and
-      ``carry.c`` is ``c_n`` (:func:`seqjax.interop.from_torch` does this).
-    - Keras ``LSTM``: ``kernel``, ``recurrent_kernel``, ``bias`` map to ``w_ih, w_hh, b``
-      directly (same order ``i, f, c, o``).
-    - Flax ``nn.LSTMCell``: per-gate ``Dense`` layers ``i{i,f,g,o}`` (no bias) and ``h{i,f,g,o}``
-      (bias); Flax's carry is ``(c, h)``, ours is ``LSTMCarry(h, c)``.
-
-    Attributes:
-      hidden_size: ``H``, units of the cell state.
-      proj_size: ``P`` for an LSTMP, or None.
-      peephole: add diagonal peephole connections.
-      coupled: CIFG, ``i = 1 - f``.
-      input_gate, forget_gate, output_gate: keep each gate (False drops it, i.e. fixes it to 1).
-      input_activation: apply tanh to the candidate ``g``.
-      output_activation: apply tanh to ``c`` before the output gate.
-      full_gate_recurrence: FGR (see above).
-      cell_clip: clip value for ``c_t``, or None.
-      layer_norm: layer-normalise the pre-activations and the cell state.
-      forget_bias: initial forget-gate bias.
-      use_bias: learn a bias.
-      dtype: compute dtype for the matmuls (None: the parameters' dtype). Pre-activations are
-        accumulated in float32 (float64 with float64 parameters) and the carry keeps its dtype.
-      param_dtype: dtype of the parameters :meth:`init` creates.
-      kernel_init: initializer of each ``[I, H]`` input block.
-      recurrent_init: initializer of each ``[R, H]`` recurrent block.
+    Shapes (``R = P`` with a projection, else ``H``; ``G`` gate blocks, 4 for a full LSTM):
+    ``x [*B, I]`` gives ``y [*B, R]``; the carry is ``h [*B, R]``, ``c [*B, H]``; the
+    parameters are :class:`LSTMParams` ``w_ih [I, G*H]``, ``w_hh [R, G*H]``, ``b [G*H]`` plus
+    the fields of the options in use. ``docs/cells.md`` lists every shape, the gate layout and
+    the PyTorch, Keras and Flax parameter mappings (:func:`seqjax.interop.from_torch` converts
+    PyTorch modules).
 
     Example:
       >>> import jax, jax.numpy as jnp, seqjax

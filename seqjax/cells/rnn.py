@@ -52,21 +52,14 @@ class SimpleRNN(Cell):
 
         h_t = \phi(W x_t + U h_{t-1} + b), \qquad \phi \in \{\tanh, \mathrm{relu}\}
 
-    PyTorch ``nn.RNN``: ``w_ih = weight_ih.T``, ``w_hh = weight_hh.T``, ``b = bias_ih + bias_hh``,
-    ``nonlinearity`` is ``activation``.
+    Options: ``hidden_size=H``; ``activation``: ``"tanh"`` or ``"relu"``; ``use_bias``;
+    ``dtype``: matmul dtype (None: the parameters'); ``param_dtype``; ``kernel_init``,
+    ``recurrent_init`` (default Glorot-uniform and orthogonal; an identity recurrent init with
+    ``"relu"`` is an IRNN, Le et al. 2015).
 
-    Initialisation: Glorot-uniform input weights, orthogonal recurrent weights (pass
-    ``recurrent_init=jax.nn.initializers.identity()``-style initializers for an IRNN, Le et al.
-    2015), zero bias.
-
-    Attributes:
-      hidden_size: ``H``.
-      activation: ``"tanh"`` or ``"relu"``.
-      use_bias: learn a bias.
-      dtype: compute dtype of the matmuls (None: the parameters').
-      param_dtype: dtype of the parameters.
-      kernel_init: initializer of ``w_ih``.
-      recurrent_init: initializer of ``w_hh``.
+    Shapes: ``x [*B, I]`` gives ``y [*B, H]``; the carry is :class:`SimpleRNNCarry`
+    ``h [*B, H]``; the parameters are :class:`SimpleRNNParams` ``w_ih [I, H]``,
+    ``w_hh [H, H]``, ``b [H]``. ``docs/cells.md`` has the PyTorch and Flax mappings.
 
     Example:
       >>> import jax, jax.numpy as jnp, seqjax
