@@ -213,6 +213,30 @@ def test_evaluate_prints_metrics_json(trained, capsys):
     assert os.path.exists(os.path.join(trained, "evaluation_test.json"))
 
 
+def test_heatmaps_write_png_and_tokens(trained, tmp_path, capsys):
+    main(["heatmaps", "--workdir", trained, "--numbers", "34", "342571", "--out", str(tmp_path)])
+    out = json.loads(capsys.readouterr().out)
+    assert (tmp_path / out["png"]).stat().st_size > 1000
+    saved = json.loads((tmp_path / out["png"].replace(".png", ".json")).read_text())
+    assert saved == out and [e["number"] for e in out["examples"]] == [34, 342571]
+    ex = out["examples"][1]
+    assert ex["source_tokens"] == ip.source_words(num2words(342571, lang="en"))
+    assert "".join(ex["target_tokens"][:-1]) == ex["translation"]
+    # the weights drawn are a distribution over the source words at every output step
+    run = restore(trained)
+    ds = run.dataset
+    sub = ds._replace(source={"x": [num2words(34, lang="en")]}, target={"x": ["trente-quatre"]})
+    arrays = ip.split_arrays(sub, "x", False, ip.widths(ds))
+    from experiments.translate.model import attention_weights
+
+    w = np.asarray(attention_weights(run.model, run.params, *(arrays[k] for k in KEYS)))
+    np.testing.assert_allclose(w[0, :3].sum(-1), 1.0, rtol=1e-5)
+    assert np.all(w[0, :3, 2:] == 0) and np.all(w[0, 3:] == 0)  # padding gets no weight
+
+
+KEYS = ("src", "src_len", "tgt_in", "tgt_len")
+
+
 def test_metrics_match_references():
     import sacrebleu
 
@@ -246,6 +270,8 @@ BAD = [
     (["evaluate", "--workdir", "{run}", "--beams", "0"], "--beams: expected a number >= 1"),
     (["evaluate", "--workdir", "{run}", "--split", "train"], "invalid choice"),
     (["compare", "--variants", "additive,luong"], "--variants"),
+    (["heatmaps", "--workdir", "{run}", "--numbers", "1000000"], "--numbers"),
+    (["heatmaps", "--workdir", "{tmp}/none"], "expected a run directory"),
     (["frobnicate"], "invalid choice"),
 ]
 
@@ -262,3 +288,21 @@ def test_bad_invocations_one_line_exit_2(argv, message, trained, tmp_path, capsy
     assert len(err) == 1 and err[0].startswith(PROG) and ": error: " in err[0]
     assert message in err[0]
     assert not (tmp_path / "w").exists() and sorted(os.listdir(trained)) == before
+
+
+@pytest.mark.slow
+def test_compare_writes_table_plot_and_heatmaps(tmp_path):
+    from experiments.translate.compare import compare
+
+    base = TranslateConfig(**{**TINY, "total_steps": 4, "eval_every": 2, "save_every": 4})
+    out = tmp_path / "results"
+    summary = compare(
+        str(tmp_path / "runs"), base, variants=["additive", "none"], out_dir=out, name="cmp"
+    )
+    assert set(summary) == {"additive", "none"} and set(summary["none"]) == {1, 4, 8}
+    payload = json.loads((out / "cmp.json").read_text())
+    params = [r["params"] for r in payload["rows"]]
+    assert abs(params[1] - params[0]) / params[0] < 0.1  # equal budgets
+    assert payload["rows"][1]["hidden"] > payload["rows"][0]["hidden"]
+    assert "| additive |" in (out / "cmp.md").read_text()
+    assert (out / "cmp.png").exists() and (out / "cmp_heatmaps.png").exists()
