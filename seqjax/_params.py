@@ -18,7 +18,12 @@ included, since the reference is the cell's own ``init``. Everything it reads is
 (pytree structure and shapes), so it runs while tracing and adds nothing to a compiled
 function; results are cached by ``(cell, structure, shapes)``, so a cell stepped in a Python
 loop pays one dictionary look-up per call. Dtypes are not compared: casting parameters (to
-bfloat16, say) is legitimate.
+bfloat16, say) is legitimate. Fields that ``init`` leaves None and a later call fills (an
+attention memory bound into the parameters) are listed by the parameter NamedTuple in a class
+attribute ``runtime_fields`` and not compared.
+
+(About 500 lines, over the usual 450: the comparison and the code that turns a difference into
+a located, explained message only make sense together.)
 """
 
 from __future__ import annotations
@@ -167,11 +172,8 @@ def _verify(cell: Any, params: Any) -> None:
 
 def _input_size(cell: Any, params: Any) -> int | None:
     """The input size ``params`` were made for, or None if ``params`` are not readable."""
-    reader = getattr(cell, "input_size_of", None)
-    if reader is None:  # the contract's older method name
-        reader = getattr(cell, "input_size", None)
     try:
-        n = reader(params)  # type: ignore[misc]
+        n = cell.input_size_of(params)
         return int(n) if isinstance(n, (int, np.integer)) and n > 0 else None
     except Exception:  # noqa: BLE001 - malformed params: the comparison below says how
         return None

@@ -282,8 +282,6 @@ def test_a_new_cell_is_checked_without_code_of_its_own():
         def input_size_of(self, params):
             return params["w"].shape[0]
 
-        input_size = input_size_of  # the contract's method name before input_size_of
-
         def project_inputs(self, params, xs):
             return xs @ params["w"]
 
