@@ -16,6 +16,9 @@ between PyTorch's ``[num_layers * num_directions, *B, H]`` layout and seqjax car
 
 torch is imported lazily, inside these functions: importing this module never imports it.
 
+(Over 450 lines with reason: one layout table per cell kind serves both directions, modules and
+carries, so import and export cannot drift apart; about half the file is docstrings.)
+
 Structure. One layer becomes the plain cell (:class:`seqjax.SimpleRNN`, :class:`seqjax.LSTM`,
 :class:`seqjax.GRU`); ``bidirectional=True`` wraps each layer in :func:`seqjax.bidirectional`;
 ``num_layers > 1`` stacks the layers with :func:`seqjax.stack` (a stack of bidirectional

@@ -19,6 +19,7 @@ masked, chunked loop they configure are one unit; more than half of it is docstr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -347,7 +348,9 @@ def _chunked_scan(step_fn, carry, xs, mask, K, *, reverse, unroll):
     def chunks(x):
         return x.reshape((T_run // K, K) + x.shape[1:])
 
-    @jax.checkpoint
+    # prevent_cse=False: the enclosing scan already keeps XLA from merging the recomputation
+    # with the forward pass (as jax.checkpoint's documentation advises inside scans).
+    @functools.partial(jax.checkpoint, prevent_cse=False)
     def chunk(c, inp):
         x_chunk, m_chunk = inp
         return masked_scan(step_fn, c, x_chunk, m_chunk, reverse=reverse, unroll=unroll)
