@@ -21,7 +21,6 @@ Local build rules, at the bottom of this file:
   (``_split_shared_fields``).
 - Every ``seqjax.data`` module gets a section on the data page, listed there or not
   (``_add_data_modules``).
-- A guide that a checkout may not have yet is left out instead of failing (``OPTIONAL_PAGES``).
 """
 
 from __future__ import annotations
@@ -58,13 +57,6 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
-
-# Guides that may not exist yet in a checkout: a missing one is dropped from the toctree (see
-# _drop_missing_pages) instead of failing the build.
-OPTIONAL_PAGES = {"cells": [ROOT / "docs" / "cells.md"]}
-MISSING_PAGES = {
-    page for page, sources in OPTIONAL_PAGES.items() if not any(s.exists() for s in sources)
-}
 
 
 def _public_modules() -> list[str]:
@@ -221,13 +213,6 @@ def _check_complete(app, env):
             )
 
 
-def _drop_missing_pages(app, docname, source):
-    """Remove the toctree entries of MISSING_PAGES from the front page."""
-    if docname == "index":
-        lines = source[0].splitlines()
-        source[0] = "\n".join(line for line in lines if line.strip() not in MISSING_PAGES) + "\n"
-
-
 def _add_data_modules(app, docname, source):
     """Append a section to the data page for each ``seqjax.data`` module it does not list.
 
@@ -277,7 +262,6 @@ def _split_shared_fields(app, what, name, obj, options, lines):
 def setup(app):
     # After napoleon (priority 500) has turned Google sections into fields.
     app.connect("autodoc-process-docstring", _split_shared_fields, priority=600)
-    app.connect("source-read", _drop_missing_pages)
     app.connect("source-read", _add_data_modules)
     app.connect("missing-reference", _resolve_reexport)
     app.connect("env-check-consistency", _check_complete)
