@@ -372,6 +372,18 @@ def devices_check(outdir: str) -> None:
             results[f"{task}_restore_{src}_to_{dst}_devices"] = len(
                 jax.tree.leaves(restored.params)[0].sharding.device_set
             )
+    # Evaluation of 6 streams (and their carry) on 8 devices: replicated, same sums as on 1.
+    config = TinyConfig(task="stream")
+    params = init_fn(config)(jax.random.key(3))
+    ev = train.make_eval_step(loss_fn(config))
+    for n in (8, 1):
+        results[f"eval_6_rows_on_{n}"] = train.evaluate(
+            ev,
+            params,
+            [stream_batch(s, 6) for s in range(2)],
+            train.make_mesh(jax.devices()[:n]),
+            cell(config).initial_carry((6,)),
+        )
     # A batch that does not split over 8 devices is refused with a clear message.
     try:
         train.shard_batch({"x": np.zeros((6, 2), np.float32)}, train.make_mesh())

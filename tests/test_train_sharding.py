@@ -56,3 +56,8 @@ def test_eight_devices_equal_one_and_checkpoints_move_between_counts(tmp_path):
     # The TBPTT carry [8, H] is split over the batch axis: one row per device.
     assert r["stream_8_carry_shard_rows"] == 1 and r["stream_1_carry_shard_rows"] == 8
     assert "batch size 6 is not divisible by the 8 devices" in r["indivisible_error"]
+    # evaluate() replicates a batch (and carry) of 6 over 8 devices instead: same metrics.
+    e8, e1 = r["eval_6_rows_on_8"], r["eval_6_rows_on_1"]
+    assert e8["count"] == e1["count"] == 2 * 6 * 6
+    assert e8["loss"] == pytest.approx(e1["loss"], rel=1e-6)
+    assert e8["accuracy"] == pytest.approx(e1["accuracy"], rel=1e-6)

@@ -1,4 +1,8 @@
-"""``train_loop``: steps, progress, logging, evaluation, checkpoints, exact resume."""
+"""``train_loop``: steps, progress, logging, evaluation, checkpoints, exact resume.
+
+Over 450 lines because ``train_loop`` is one long documented function whose steps (resume,
+log, evaluate, save, several processes) read best in one place.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,15 @@ from seqjax.train.checkpoint import Checkpointer
 from seqjax.train.config import TrainConfig, config_diff, config_to_dict, format_config
 from seqjax.train.distributed import process_batch_slice
 from seqjax.train.optim import optimizer_from_config, schedule_from_config
-from seqjax.train.sharding import make_mesh, place_state, shard_batch, state_shardings, to_host
+from seqjax.train.sharding import (
+    batch_sharding,
+    make_mesh,
+    place_state,
+    replicated,
+    shard_batch,
+    state_shardings,
+    to_host,
+)
 from seqjax.train.state import TrainState
 from seqjax.train.step import (
     LossOutput,
@@ -174,7 +186,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Runs ``eval_step`` over ``batches`` and returns mean metrics.
 
-    In a multi-process run every process must call it (the step is one SPMD program).
+    Batches (and the carry) are split over the devices along their leading axis; one whose
+    size does not divide evenly over them (say 15 validation streams on 4 devices) is
+    replicated instead, every device evaluating all of it: the same sums, more work. In a
+    multi-process run every process must call it (the step is one SPMD program).
 
     Args:
       eval_step: from :func:`~seqjax.train.make_eval_step`.
@@ -195,20 +210,29 @@ def evaluate(
     """
     sums = None
     if carry is not None:
-        carry = jax.device_put(carry, state_shardings_like_carry(carry, mesh))
-    for batch in batches:
-        metrics, carry = eval_step(
-            params, shard_batch(batch, mesh, process_local=process_local), carry
+        carry = jax.device_put(
+            carry,
+            state_shardings_like_carry(carry, mesh) if _splits(carry, mesh) else replicated(mesh),
         )
+    for batch in batches:
+        if process_local or _splits(batch, mesh):
+            batch = shard_batch(batch, mesh, process_local=process_local)
+        else:  # e.g. 15 validation streams on 4 devices: every device evaluates all of them
+            batch = jax.device_put(batch, replicated(mesh))
+        metrics, carry = eval_step(params, batch, carry)
         sums = _add(sums, metrics)
     if sums is None:
         raise ValueError("eval_batches() yielded no batches")
     return summarize_metrics(to_host(sums))
 
 
-def state_shardings_like_carry(carry: PyTree, mesh: Mesh) -> PyTree:
-    from seqjax.train.sharding import batch_sharding, replicated
+def _splits(tree: PyTree, mesh: Mesh) -> bool:
+    """Whether every batch axis of ``tree`` divides evenly over the mesh's devices."""
+    n = int(mesh.shape["data"])
+    return all(np.shape(x)[0] % n == 0 for x in jax.tree.leaves(tree) if np.ndim(x) >= 1)
 
+
+def state_shardings_like_carry(carry: PyTree, mesh: Mesh) -> PyTree:
     return jax.tree.map(
         lambda x: batch_sharding(mesh) if np.ndim(x) >= 1 else replicated(mesh), carry
     )
