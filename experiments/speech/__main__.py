@@ -41,7 +41,7 @@ HELP = {
     "hidden": "hidden units per direction and layer (default 128)",
     "bidirectional": "bidirectional layers (default true)",
     "proj": "LSTMP projection size",
-    "subsample": "frames stacked per time step (default 3)",
+    "subsample": "frames stacked per time step (default 4)",
 }
 
 

@@ -52,7 +52,7 @@ class SpeechConfig(TrainConfig):
     snr_db_min: float = 10.0
     snr_db_max: float = 40.0
     n_mels: int = 80
-    subsample: int = 3
+    subsample: int = 4
     cell: str = "lstm"
     bidirectional: bool = True
     layers: int = 2
@@ -67,14 +67,14 @@ class SpeechConfig(TrainConfig):
     length_bonus: float = 0.7
     # training defaults for this job (fields of TrainConfig)
     total_steps: int = 2000
-    batch_size: int = 32
+    batch_size: int = 16
     learning_rate: float = 2e-3
     schedule: str = "cosine"
     warmup_steps: int = 100
     end_lr_factor: float = 0.05
     clip_norm: float = 1.0
     log_every: int = 20
-    eval_every: int = 250
+    eval_every: int = 500
     save_every: int = 250
 
 
