@@ -102,6 +102,9 @@ def check_step(cell: Any, params: Any, carry: Any, x: Any) -> None:
     x_shape = _shape(x)
     if len(x_shape) < 2:
         return
+    leaves = jax.tree_util.tree_leaves(carry)
+    if leaves and _shape(leaves[0])[: len(x_shape) - 1] == x_shape[:-1]:
+        return  # the carry's batch dimensions are x's: the usual case, decided cheaply
     batch = _carry_batch_shape(cell, carry)
     if batch is not None and len(x_shape) == len(batch) + 2 and x_shape[:-2] == batch:
         raise ValueError(
