@@ -372,6 +372,40 @@ def devices_check(outdir: str) -> None:
             results[f"{task}_restore_{src}_to_{dst}_devices"] = len(
                 jax.tree.leaves(restored.params)[0].sharding.device_set
             )
+    # Parameters split over a "model" axis: mesh (data 2, model 4) trains like 1 device, and
+    # checkpoints move between it and 1 device exactly.
+    mesh = train.make_mesh(model=4)
+    res = run(config, os.path.join(outdir, "model4"), mesh=mesh)
+    finals["model4"] = flat_params(res.state.params)
+    results["model4_max_abs_diff"] = max(
+        float(np.max(np.abs(finals["model4"][k] - finals[1][k]))) for k in finals[1]
+    )
+    results["model4_eval_loss"] = res.eval_metrics["loss"]
+    results["model4_carry_shard_rows"] = int(
+        jax.tree.leaves(res.state.carry)[0].addressable_shards[0].data.shape[0]
+    )
+
+    def shard_shapes(tree):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {
+            jax.tree_util.keystr(p): [list(x.shape), list(x.addressable_shards[0].data.shape)]
+            for p, x in flat
+        }
+
+    results["model4_param_shards"] = shard_shapes(res.state.params)
+    results["model4_opt_shards"] = shard_shapes(res.state.opt_state)
+    for src, dst, m in (("model4", 1, train.make_mesh(jax.devices()[:1])), (1, "model4", mesh)):
+        target = train.place_state(res.state, m)
+        run_dir = "model4" if src == "model4" else f"stream_{src}"
+        ckpt = train.Checkpointer(os.path.join(outdir, run_dir, "checkpoints"))
+        restored, step = ckpt.restore(target, shardings=train.state_shardings(target, m))
+        ckpt.close()
+        got = flat_params(restored.params)
+        results[f"restore_{src}_to_{dst}_step"] = step
+        results[f"restore_{src}_to_{dst}_exact"] = all(
+            np.array_equal(got[k], finals[src][k]) for k in got
+        )
+        results[f"restore_{src}_to_{dst}_shards"] = shard_shapes(restored.params)
     # Evaluation of 6 streams (and their carry) on 8 devices: replicated, same sums as on 1.
     config = TinyConfig(task="stream")
     params = init_fn(config)(jax.random.key(3))

@@ -56,6 +56,27 @@ def test_eight_devices_equal_one_and_checkpoints_move_between_counts(tmp_path):
     # The TBPTT carry [8, H] is split over the batch axis: one row per device.
     assert r["stream_8_carry_shard_rows"] == 1 and r["stream_1_carry_shard_rows"] == 8
     assert "batch size 6 is not divisible by the 8 devices" in r["indivisible_error"]
+    # make_mesh(model=4): (data 2, model 4). Same training as 1 device; every parameter and
+    # Adam moment of >= 2 dims whose last dim divides by 4 is split along it, the rest is
+    # replicated; the carry is split over "data" only; checkpoints move to and from 1 device.
+    assert r["model4_max_abs_diff"] <= 1e-5 * max(1.0, r["stream_max_abs_param"]), r
+    assert r["model4_eval_loss"] == pytest.approx(r["stream_1_eval_loss"], rel=1e-5)
+    assert r["model4_carry_shard_rows"] == 4
+    split = 0
+    for kind in ("param", "opt"):
+        for name, (full, shard) in r[f"model4_{kind}_shards"].items():
+            if len(full) >= 2 and full[-1] % 4 == 0:
+                assert shard == full[:-1] + [full[-1] // 4], (kind, name, full, shard)
+                split += 1
+            else:
+                assert shard == full, (kind, name, full, shard)
+    assert split == 3 * 3  # embed [6, 4], LSTM w_ih [4, 32] and w_hh [8, 32]; params, mu, nu
+    for src, dst in (("model4", 1), (1, "model4")):
+        assert r[f"restore_{src}_to_{dst}_step"] == 6
+        assert r[f"restore_{src}_to_{dst}_exact"] is True
+    shards = r["restore_1_to_model4_shards"]
+    assert shards == r["model4_param_shards"]
+    assert all(full == shard for full, shard in r["restore_model4_to_1_shards"].values())
     # evaluate() replicates a batch (and carry) of 6 over 8 devices instead: same metrics.
     e8, e1 = r["eval_6_rows_on_8"], r["eval_6_rows_on_1"]
     assert e8["count"] == e1["count"] == 2 * 6 * 6

@@ -7,8 +7,8 @@ Public API (see ``docs/training.md``):
 - :func:`make_optimizer`, :func:`make_schedule`, :func:`optimizer_from_config`;
 - :class:`Checkpointer`, :class:`IncompatibleCheckpointError`,
   :class:`CheckpointCorruptWarning`;
-- :func:`make_mesh`, :func:`shard_batch`, :func:`place_state`, :func:`state_shardings`,
-  :func:`to_host`;
+- :func:`make_mesh`, :func:`param_sharding`, :func:`shard_batch`, :func:`place_state`,
+  :func:`state_shardings`, :func:`to_host`;
 - :class:`TrainConfig`, :func:`config_to_dict`, :func:`config_diff`, :func:`format_config`;
 - :func:`train_loop`, :class:`TrainResult`, :class:`MetricWriter`, :func:`plot_curves`,
   :func:`read_metrics`, :func:`missing_optional_outputs`, :class:`OptionalOutputWarning`;
@@ -49,6 +49,7 @@ from seqjax.train.optim import (
 from seqjax.train.sharding import (
     batch_sharding,
     make_mesh,
+    param_sharding,
     place_state,
     replicated,
     shard_batch,
@@ -100,6 +101,7 @@ __all__ = [
     "make_train_step",
     "missing_optional_outputs",
     "optimizer_from_config",
+    "param_sharding",
     "place_state",
     "plot_curves",
     "process_batch_indices",

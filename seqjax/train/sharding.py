@@ -1,6 +1,7 @@
 """Data parallelism on JAX's SPMD machinery: one ``"data"`` mesh axis, batch sharded.
 
-Parameters and optimizer state are replicated; every array with a batch dimension (the batch
+Parameters and optimizer state are replicated (or, on a ``make_mesh(model=k)`` mesh, split
+along their last dimension over a ``"model"`` axis); every array with a batch dimension (the batch
 itself and a TBPTT carry) is sharded along its leading axis. ``jit`` then inserts the gradient
 all-reduce itself, so the same step runs on 1 CPU, 8 GPUs or a TPU slice. On several hosts,
 call ``jax.distributed.initialize()`` first; each process then passes its own slice of the
@@ -22,6 +23,7 @@ __all__ = [
     "to_host",
     "batch_sharding",
     "make_mesh",
+    "param_sharding",
     "place_state",
     "replicated",
     "shard_batch",
@@ -30,19 +32,31 @@ __all__ = [
 
 # The name of the mesh axis that make_mesh creates and batches are split along.
 DATA_AXIS = "data"
+# The mesh axis that parameters are split along (make_mesh(model=k) with k > 1).
+MODEL_AXIS = "model"
 
 
-def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
-    """A 1-D mesh over ``devices`` (default: all devices of all processes), axis ``"data"``.
+def make_mesh(devices: Sequence[Any] | None = None, *, model: int = 1) -> Mesh:
+    """A mesh over ``devices`` (default: all devices of all processes).
+
+    With ``model=1`` (the default) a 1-D mesh, axis ``"data"``: batches split, parameters
+    replicated. With ``model=k > 1`` a 2-D mesh ``("data", "model")`` of shape
+    ``(N / k, k)``: batches split along ``"data"``, and every parameter and optimizer-state
+    array with at least 2 dimensions whose last dimension divides by ``k`` is split along
+    that last dimension over ``"model"`` (for seqjax cells: the gate columns of the input
+    and recurrent matrices); other arrays are replicated. See :func:`state_shardings`.
 
     Args:
-      devices: the devices to use; None takes ``jax.devices()``.
+      devices: the devices to use; None takes ``jax.devices()``. With several processes,
+        keep them ordered process by process (``jax.devices()`` is).
+      model: devices per parameter shard (the ``"model"`` axis size); must divide the
+        device count.
 
     Returns:
-      ``Mesh(devices, ("data",))``.
+      ``Mesh(devices, ("data",))`` or ``Mesh(devices reshaped (N / k, k), ("data", "model"))``.
 
     Raises:
-      ValueError: an empty device list.
+      ValueError: an empty device list, or ``model`` not a divisor of the device count.
 
     Example:
       >>> mesh = make_mesh()
@@ -52,7 +66,44 @@ def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("make_mesh needs at least one device")
-    return Mesh(np.array(devices), (DATA_AXIS,))
+    if isinstance(model, bool) or not isinstance(model, int) or model < 1:
+        raise ValueError(f"model must be an int >= 1, got {model!r}")
+    if model == 1:
+        return Mesh(np.array(devices), (DATA_AXIS,))
+    if len(devices) % model:
+        raise ValueError(
+            f"model={model} must divide the number of devices, got {len(devices)} devices"
+        )
+    return Mesh(np.array(devices).reshape(len(devices) // model, model), (DATA_AXIS, MODEL_AXIS))
+
+
+def _model_size(mesh: Mesh) -> int:
+    return int(mesh.shape[MODEL_AXIS]) if MODEL_AXIS in mesh.axis_names else 1
+
+
+def param_sharding(x: Any, mesh: Mesh) -> NamedSharding:
+    """The sharding of one parameter (or optimizer-state) array on ``mesh``.
+
+    Split along its last dimension over ``"model"`` when the mesh has that axis, the array
+    has at least 2 dimensions and the last one divides by the axis size; else replicated.
+
+    Args:
+      x: an array or ``jax.ShapeDtypeStruct``.
+      mesh: the mesh.
+
+    Returns:
+      A ``NamedSharding``.
+
+    Example:
+      >>> import numpy as np
+      >>> param_sharding(np.zeros((4, 8)), make_mesh()).is_fully_replicated  # no "model"
+      True
+    """
+    k = _model_size(mesh)
+    shape = np.shape(x)
+    if k > 1 and len(shape) >= 2 and shape[-1] % k == 0:
+        return NamedSharding(mesh, PartitionSpec(*([None] * (len(shape) - 1)), MODEL_AXIS))
+    return replicated(mesh)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -128,7 +179,8 @@ def shard_batch(batch: PyTree, mesh: Mesh, *, process_local: bool = True) -> PyT
 
 
 def state_shardings(state: PyTree, mesh: Mesh) -> PyTree:
-    """Shardings for a :class:`~seqjax.train.TrainState`: all replicated but the carry.
+    """Shardings for a :class:`~seqjax.train.TrainState`: replicated but the carry (and
+    the parameters on a mesh with a ``"model"`` axis).
 
     Args:
       state: the train state (arrays or ``jax.ShapeDtypeStruct`` values).
@@ -136,10 +188,11 @@ def state_shardings(state: PyTree, mesh: Mesh) -> PyTree:
 
     Returns:
       A pytree of ``NamedSharding`` with the structure of ``state``: the TBPTT carry's
-      leaves are split along their batch axis, everything else is replicated.
+      leaves are split along their batch axis; on a mesh from ``make_mesh(model=k)``,
+      parameter and optimizer-state leaves follow :func:`param_sharding`; everything else
+      is replicated.
     """
-    rep = replicated(mesh)
-    out = jax.tree.map(lambda _: rep, state)
+    out = jax.tree.map(lambda x: param_sharding(x, mesh), state)
     if getattr(state, "carry", None) is not None:
         out = out.replace(carry=jax.tree.map(lambda x: _leaf_sharding(x, mesh, True), state.carry))
     return out
