@@ -10,7 +10,7 @@
 - :func:`features`: the three together for a host signal, one compilation for any length.
 
 Libraries, and why: ``soundfile`` (libsndfile) reads WAV in every sample format; resampling
-uses :func:`scipy.signal.resample_poly` (a polyphase anti-aliased FIR; SciPy is already a
+uses ``scipy.signal.resample_poly`` (a polyphase anti-aliased FIR; SciPy is already a
 dependency of JAX, so it costs nothing). The STFT and mel projection are a framed FFT and one
 matmul in JAX rather than ``librosa``: librosa brings numba and llvmlite (about 100 MB) and
 a multi-second import for what is here twenty lines, and a JAX version runs on the same
@@ -165,7 +165,7 @@ def log_mel_spectrogram(
       ValueError: a rank-0 signal or an FFT shorter than the window.
 
     Example:
-      >>> x = jnp.sin(2 * jnp.pi * 1000 * jnp.arange(16000) / 16000)
+      >>> x = jnp.sin(2 * jnp.pi * 1000 * jnp.arange(16000.0) / 16000)
       >>> log_mel_spectrogram(x, 16000).shape
       (98, 80)
     """
@@ -218,7 +218,7 @@ def normalize_features(feats: Array, lengths: Array | None = None, eps: float = 
 
 
 def resample(audio: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Polyphase resampling (:func:`scipy.signal.resample_poly`) of ``[N]`` or ``[N, C]``.
+    """Polyphase resampling (``scipy.signal.resample_poly``) of ``[N]`` or ``[N, C]``.
 
     Example:
       >>> resample(np.zeros(8000, np.float32), 8000, 16000).shape
@@ -270,7 +270,8 @@ def read_wav(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("sample_rate", "n_fft", "n_mels"))
 def _log_mel_frames(frames, *, sample_rate, n_fft, n_mels):
-    power = jnp.abs(jnp.fft.rfft(frames * np.hanning(frames.shape[-1] + 1)[:-1], n=n_fft)) ** 2
+    window = np.hanning(frames.shape[-1] + 1)[:-1].astype(np.float32)  # periodic Hann
+    power = jnp.abs(jnp.fft.rfft(frames * window, n=n_fft)) ** 2
     return jnp.log(power @ mel_filterbank(sample_rate, n_fft, n_mels, f_min=20.0) + 1e-6)
 
 
