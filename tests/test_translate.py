@@ -207,7 +207,9 @@ def test_evaluate_prints_metrics_json(trained, capsys):
     out = json.loads(capsys.readouterr().out)
     assert {"split", "examples", "length_penalty", "beam_1", "beam_2", "step"} <= set(out)
     for k in ("beam_1", "beam_2"):
-        assert {"exact_match", "bleu", "chrf", "decode_s", "by_length"} <= set(out[k])
+        assert {"exact_match", "bleu", "bleu_pieces", "chrf", "decode_s", "by_length"} <= set(
+            out[k]
+        )
         counts = sum(c for _, c in out[k]["by_length"].values())
         assert counts == out["examples"] == 16
     assert os.path.exists(os.path.join(trained, "evaluation_test.json"))
@@ -245,6 +247,17 @@ def test_metrics_match_references():
     bleu, chrf = tr.bleu_chrf(hyps, refs)
     assert bleu == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert chrf == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    # German numbers are one word: text BLEU is 0 even for a perfect output, piece BLEU is not
+    de = ["vierunddreißig", "dreihundertzweiundvierzig"]
+    assert tr.bleu_chrf(de, de)[0] == 0.0
+    assert tr.bleu_pieces(de, de, "de", "pieces") == pytest.approx(100.0)
+    assert tr.bleu_pieces(de, de, "de", "pieces") == pytest.approx(
+        sacrebleu.corpus_bleu(
+            ["vier und dreißig", "drei hundert zwei und vierzig"],
+            [["vier und dreißig", "drei hundert zwei und vierzig"]],
+            tokenize="none",
+        ).score
+    )
     assert tr.by_length(["one", "two thousand", "three"], hyps, refs) == {
         "1": [1.0, 2],
         "2": [0.0, 1],

@@ -2,7 +2,8 @@
 
 BLEU and chrF are sacrebleu's corpus scores (``sacrebleu.corpus_bleu`` / ``corpus_chrf`` with
 their default settings: 13a tokenisation, BLEU-4, chrF with character 6-grams and beta 2) of the
-detokenised translations against the ``num2words`` references.
+detokenised translations against the ``num2words`` references; ``bleu_pieces`` is BLEU over the
+target tokens (see :func:`bleu_pieces`: German numbers are single words).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from experiments.translate.input_pipeline import (
     encode_sources,
     source_words,
     split_arrays,
+    target_pieces,
     unknown_words,
     widths,
 )
@@ -120,6 +122,21 @@ def bleu_chrf(hyps: Sequence[str], refs: Sequence[str]) -> tuple[float, float]:
     )
 
 
+def bleu_pieces(hyps: Sequence[str], refs: Sequence[str], lang: str, level: str) -> float:
+    """sacrebleu corpus BLEU over the target tokens (``tokenize="none"``).
+
+    BLEU on the detokenised text scores German 0: each of its numbers is one word, so no
+    sentence has the 2- to 4-grams BLEU multiplies in. Over number morphemes it measures what
+    it does for French.
+    """
+    import sacrebleu
+
+    def join(texts: Sequence[str]) -> list[str]:
+        return [" ".join(p.strip() for p in target_pieces(t, lang, level)) for t in texts]
+
+    return float(sacrebleu.corpus_bleu(join(hyps), [join(refs)], tokenize="none").score)
+
+
 def by_length(sources: Sequence[str], hyps: Sequence[str], refs: Sequence[str]) -> dict[str, Any]:
     """Exact match per source length in words: ``{length: [accuracy, count]}``."""
     groups: dict[int, list[bool]] = {}
@@ -141,9 +158,9 @@ def evaluate_model(
     """Exact match, BLEU and chrF for each beam size, and exact match by source length.
 
     Returns:
-      ``{"split", "examples", "length_penalty", "beam_<k>": {"exact_match", "bleu", "chrf",
-      "decode_s", "by_length"}, "examples_wrong": [...]}`` (up to 10 errors of the largest
-      beam, ``[source, hypothesis, reference]``).
+      ``{"split", "examples", "length_penalty", "beam_<k>": {"exact_match", "bleu",
+      "bleu_pieces", "chrf", "decode_s", "by_length"}, "examples_wrong": [...]}`` (up to 10
+      errors of the largest beam, ``[source, hypothesis, reference]``).
     """
     sources, refs = ds.source[split], ds.target[split]
     out: dict[str, Any] = {"split": split, "examples": len(refs), "length_penalty": length_penalty}
@@ -158,6 +175,7 @@ def evaluate_model(
         out[f"beam_{k}"] = {
             "exact_match": exact_match(hyps, refs),
             "bleu": bleu,
+            "bleu_pieces": bleu_pieces(hyps, refs, ds.pair.split("-")[1], ds.level),
             "chrf": chrf,
             "decode_s": dt,
             "by_length": by_length(sources, hyps, refs),
@@ -187,7 +205,7 @@ def heatmaps(
       ValueError: a model without attention.
     """
     from experiments.scaffold import pyplot
-    from experiments.translate.input_pipeline import num2words, target_pieces
+    from experiments.translate.input_pipeline import num2words
 
     lang = ds.pair.split("-")[1]
     texts = [num2words(n, "en") for n in numbers]
