@@ -231,11 +231,13 @@ def markdown(payload: dict[str, Any]) -> str:
         "JSB: Chung 2014 / Bai 2018",
     ]
     la = payload.get("load_average", [float("nan")] * 3)
+    trained = sum(r["train_elapsed_s"] for r in payload["runs"]) / 60
     lines = [
         "Test NLL per frame (nats, summed over 88 keys) at the best-validation checkpoint; "
-        f"grid wall time {payload['wall_s'] / 60:.1f} min on {payload.get('cpus')} CPU cores "
-        f"shared with other work (load average {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} at the "
-        "end).",
+        f"training time summed over the {len(payload['runs'])} runs {trained:.1f} min, this "
+        f"command's wall time {payload['wall_s'] / 60:.1f} min (finished runs are read back, "
+        f"not retrained), on {payload.get('cpus')} CPU cores shared with other work (load "
+        f"average {la[0]:.1f} / {la[1]:.1f} / {la[2]:.1f} at the end).",
         "",
         *markdown_table(header, rows),
         "",

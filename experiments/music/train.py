@@ -21,7 +21,13 @@ import seqjax
 from experiments.music.config import MusicConfig, check_resume, resolve, validate_config
 from experiments.music.input_pipeline import Dataset, eval_batches, load_dataset, train_batch
 from experiments.music.model import MusicParams, build_cell, init_params, make_loss_fn
-from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
+from experiments.scaffold import (
+    UsageError,
+    check_output_dir,
+    check_run_dir,
+    is_main_process,
+    write_json,
+)
 from seqjax.train import (
     Checkpointer,
     IncompatibleCheckpointError,
@@ -86,8 +92,9 @@ class _Timeline:
         """Drops records after ``step`` (an interrupted session) and keeps its time."""
         self.records = [r for r in self.records if r["step"] <= step]
         self.offset = self.records[-1]["elapsed_s"] if self.records else 0.0
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in self.records)
+        if is_main_process():
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.records)
         self.start = time.perf_counter()
 
     def __call__(self, step: int, state: TrainState) -> None:
@@ -99,8 +106,9 @@ class _Timeline:
         m = evaluate(self.eval_step, state.params, self.batches, self.mesh)
         rec = {"step": step, "elapsed_s": elapsed, "test_nll": m["loss"]}
         self.records.append(rec)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
+        if is_main_process():
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(rec) + "\n")
         self.start += time.perf_counter() - t0  # the test evaluation is not training time
 
 
@@ -138,7 +146,8 @@ def train_and_evaluate(config: MusicConfig, workdir: str, *, verbose: bool = Tru
     _check_manifest(workdir, data)
     # -- every check passed: from here on the run directory is written -----------------------
     workdir = seqjax.train.check_workdir(workdir)
-    write_json(os.path.join(workdir, "data.json"), data.manifest())
+    if is_main_process():
+        write_json(os.path.join(workdir, "data.json"), data.manifest())
 
     cell = build_cell(config)
     loss_fn = make_loss_fn(cell, config.weight_noise)
@@ -190,7 +199,8 @@ def train_and_evaluate(config: MusicConfig, workdir: str, *, verbose: bool = Tru
         train_frames=train_frames,
         jax=jax.__version__,
     )
-    write_json(os.path.join(workdir, "results.json"), out, indent=2, sort_keys=True)
+    if is_main_process():
+        write_json(os.path.join(workdir, "results.json"), out, indent=2, sort_keys=True)
     if verbose:
         print(
             f"test NLL per frame {out['test_nll']:.3f} nats at the best validation step "
