@@ -182,8 +182,8 @@ def registered_kernels(cell_type: type) -> tuple[Kernel, ...]:
 
 def with_compute_dtype(cell: Any, compute_dtype: DType | None) -> Any:
     """``cell`` with its ``dtype`` field replaced by ``compute_dtype`` (when it has one)."""
-    if compute_dtype is None or not dataclasses.is_dataclass(cell):
-        return cell
+    if compute_dtype is None or not dataclasses.is_dataclass(cell) or isinstance(cell, type):
+        return cell  # nothing to set, or not a dataclass instance (a class is not a cell)
     if "dtype" not in {f.name for f in dataclasses.fields(cell)}:
         return cell
     return dataclasses.replace(cell, dtype=compute_dtype)

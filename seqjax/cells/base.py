@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,8 @@ import jax.numpy as jnp
 from seqjax import _checks, _params
 from seqjax.scan_engine import ScanOptions, scan_layer
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
+
+_CellT = TypeVar("_CellT", bound="Cell")
 
 
 class Cell(abc.ABC):
@@ -39,6 +41,10 @@ class Cell(abc.ABC):
     instantiated). :meth:`project_inputs` defaults to the identity and :meth:`scan_time_major`
     to the per-layer kernel dispatch of :mod:`seqjax.scan_engine`; combinators override it.
     """
+
+    # Set by ``@dataclasses.dataclass`` on every concrete subclass; declared here so that type
+    # checkers see a Cell as a dataclass instance (for :meth:`replace`).
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
     # -- the contract -----------------------------------------------------------------------
     @property
@@ -175,7 +181,7 @@ class Cell(abc.ABC):
             self, params, carry, xs, mask, reverse=reverse, unroll=unroll, options=options
         )
 
-    def replace(self, **changes: Any) -> Cell:
+    def replace(self: _CellT, **changes: Any) -> _CellT:
         """Returns a copy of this definition with some hyperparameters changed."""
         return dataclasses.replace(self, **changes)
 

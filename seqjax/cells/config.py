@@ -94,11 +94,11 @@ def cell_from_config(config: dict[str, Any]) -> Cell:
             continue
         if key not in fields:
             raise ValueError(f"{name} has no field {key!r}; fields: {sorted(fields)}")
-        if isinstance(value, dict) and "type" in value:
+        if key in _DTYPE_FIELDS and value is not None:
+            value = jnp.dtype(value).type
+        elif isinstance(value, dict) and "type" in value:
             value = cell_from_config(value)
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             value = tuple(cell_from_config(v) for v in value)
-        elif key in _DTYPE_FIELDS and value is not None:
-            value = jnp.dtype(value).type
         kwargs[key] = value
     return cls(**kwargs)

@@ -326,7 +326,10 @@ class LSTM(Cell):
         """``W x (+ b)`` for all leading dims at once: ``[..., I] -> [..., G*H]``."""
         if not self.layer_norm:
             return affine(xs, params.w_ih, params.b, self.dtype)
-        a = _block_layer_norm(affine(xs, params.w_ih, None, self.dtype), params.ln_ih_scale)
+        a = _block_layer_norm(
+            affine(xs, params.w_ih, None, self.dtype),
+            _needed(params.ln_ih_scale, "ln_ih_scale", "layer_norm=True"),
+        )
         return a if params.b is None else a + params.b.astype(a.dtype)
 
     def step(
@@ -335,27 +338,39 @@ class LSTM(Cell):
         """One LSTM step from the projected input ``xp [*B, G*H]``; returns ``(carry, h)``."""
         H = self.hidden_size
         acc = xp.dtype
+        # the previous gate activations, present exactly with full_gate_recurrence
+        prev_gates = _previous_gates(carry) if self.full_gate_recurrence else None
         rec = matmul(carry.h, params.w_hh, self.dtype, acc)
         if self.layer_norm:
-            rec = _block_layer_norm(rec, params.ln_hh_scale)
+            rec = _block_layer_norm(
+                rec, _needed(params.ln_hh_scale, "ln_hh_scale", "layer_norm=True")
+            )
         a = xp + rec
-        if self.full_gate_recurrence:
-            extra = matmul(carry.gates, params.w_gates, self.dtype, acc)
+        if prev_gates is not None:
+            w_gates = _needed(params.w_gates, "w_gates", "full_gate_recurrence=True")
+            extra = matmul(prev_gates, w_gates, self.dtype, acc)
             for k, name in enumerate(self.sigmoid_gates):
                 col = self.gate_layout.index(name) * H
                 a = a.at[..., col : col + H].add(extra[..., k * H : (k + 1) * H])
         c_norm = None
         if self.layer_norm:
-            c_norm = functools.partial(_layer_norm, scale=params.ln_c_scale, bias=params.ln_c_bias)
+            c_norm = functools.partial(
+                _layer_norm,
+                scale=_needed(params.ln_c_scale, "ln_c_scale", "layer_norm=True"),
+                bias=params.ln_c_bias,
+            )
         out = lstm_pointwise(self, a, carry.c.astype(acc), params.w_peephole, c_norm=c_norm)
         h = out.h
         if params.w_proj is not None:
             h = matmul(h, params.w_proj, self.dtype, acc)
         h, c = h.astype(carry.h.dtype), out.c.astype(carry.c.dtype)
-        if self.full_gate_recurrence:
-            acts = {"i": out.i, "f": out.f, "o": out.o}
+        if prev_gates is not None:
+            # every gate in sigmoid_gates has an activation (absent gates are None)
+            acts = {
+                n: v for n, v in zip("ifo", (out.i, out.f, out.o), strict=True) if v is not None
+            }
             gates = jnp.concatenate([acts[n] for n in self.sigmoid_gates], axis=-1)
-            return LSTMGatesCarry(h=h, c=c, gates=gates.astype(carry.gates.dtype)), h
+            return LSTMGatesCarry(h=h, c=c, gates=gates.astype(prev_gates.dtype)), h
         return LSTMCarry(h=h, c=c), h
 
 
@@ -404,6 +419,7 @@ def lstm_pointwise(
 
     f = gate("f", c_prev) if cell.forget_gate else None
     if cell.coupled:
+        assert f is not None  # LSTM.__post_init__: coupled=True needs the forget gate
         i = 1.0 - f
     elif cell.input_gate:
         i = gate("i", c_prev)
@@ -421,6 +437,26 @@ def lstm_pointwise(
     if o is not None:
         h = o * h
     return LSTMPointwise(c=c, h=h, i=i, f=f, o=o)
+
+
+def _needed(value: Array | None, field: str, option: str) -> Array:
+    """``value``, a parameter field that the cell's ``option`` needs; ValueError when absent."""
+    if value is None:
+        raise ValueError(
+            f"LSTM with {option} needs params.{field}, got None (parameters made by "
+            "another LSTM definition?)"
+        )
+    return value
+
+
+def _previous_gates(carry: LSTMCarry | LSTMGatesCarry) -> Array:
+    """The ``gates`` of the carry of an LSTM with ``full_gate_recurrence=True``."""
+    if not isinstance(carry, LSTMGatesCarry):
+        raise TypeError(
+            "LSTM with full_gate_recurrence=True needs an LSTMGatesCarry (h, c, gates) "
+            f"from its initial_carry, got {type(carry).__name__}"
+        )
+    return carry.gates
 
 
 def _layer_norm(x: Array, scale: Array, bias: Array | None = None) -> Array:
