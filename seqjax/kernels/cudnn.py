@@ -18,6 +18,8 @@ transposes and one summed bias, so ``b_hh`` is zero).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -177,6 +179,8 @@ def lstm_scan(
       ``(final_carry, ys [T, *B, H])``, ys zero at padded steps.
     """
     rnn = _rnn_module()
+    if rnn is None:
+        raise RuntimeError("cuDNN's LSTM is unavailable: this jax has no jax.experimental.rnn.lstm")
     T, batch_shape, I = xs.shape[0], xs.shape[1:-1], xs.shape[-1]
     H = cell.hidden_size
     B = 1
@@ -189,7 +193,10 @@ def lstm_scan(
         lengths = jnp.sum(mask.reshape(T, B), axis=0, dtype=jnp.int32)
     h0 = carry.h.reshape(1, B, H)
     c0 = carry.c.reshape(1, B, H)
-    y, h_n, c_n = rnn.lstm(
+    # rnn.lstm returns (y, h_n, c_n) (its annotation); pyright loses the type through the
+    # functools.partial(custom_vjp, ...) decorator jax applies to it.
+    lstm = cast(Callable[..., tuple[Array, Array, Array]], rnn.lstm)
+    y, h_n, c_n = lstm(
         x,
         h0,
         c0,

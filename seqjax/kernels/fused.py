@@ -130,7 +130,7 @@ def fused_scan(
 def layer_unsupported_reason(
     cell: Cell, xs: Array, mask: Array | None, *, reverse: bool, options: ScanOptions
 ) -> str | None:
-    """:func:`seqjax.kernels.fused_specs.unsupported_reason` with the kernel registry's
+    """:func:`seqjax.kernels.unsupported_reason` with the kernel registry's
     signature."""
     del xs, mask, reverse, options  # any shape, dtype, direction, mask and remat
     return unsupported_reason(cell)

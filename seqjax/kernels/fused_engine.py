@@ -2,7 +2,7 @@
 
 It runs any :class:`~seqjax.kernels.fused_specs.KernelSpec` over a flattened, time-major,
 forward-direction sequence (``fused.py`` handles batch shapes, direction and padding). The
-custom VJP (:func:`fused_core`) keeps, per step, only what the spec's forward step saves; its
+custom VJP (``fused_core``) keeps, per step, only what the spec's forward step saves; its
 reverse scan carries only the recurrent gradients (``dh``, ``dc``).
 
 Two layouts of the work, with equal results (tested):
@@ -20,7 +20,6 @@ The remat path keeps the carries at chunk boundaries only and uses per-chunk mat
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -175,18 +174,22 @@ def _run_backward_per_step(
 
 
 class FusedConfig(NamedTuple):
-    """Static configuration of one :func:`fused_core` call (hashable)."""
+    """Static configuration of one ``fused_core`` call (hashable)."""
 
     spec: Any
     unroll: int
     chunk: int  # 0: keep all activations; K: remat in chunks of K steps
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def fused_core(config: FusedConfig, params, state0, xs, mask):
+def _fused_core(config: FusedConfig, params, state0, xs, mask) -> tuple[tuple[Array, ...], Array]:
     """``(final_state, hs)`` of the recurrence over ``xs [T, B, I]`` (``T`` a multiple of the
     chunk length with remat), with the hand-written VJP below."""
     return _fused_core_fwd(config, params, state0, xs, mask)[0]
+
+
+# jax.custom_vjp applied directly (not through functools.partial) keeps the return type visible
+# to type checkers.
+fused_core = jax.custom_vjp(_fused_core, nondiff_argnums=(0,))
 
 
 def _chunks(x: Array | None, K: int) -> Array | None:

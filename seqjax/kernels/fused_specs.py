@@ -43,7 +43,10 @@ Weights = dict[str, Any]
 class KernelSpec(Protocol):
     """What the fused engine needs from one cell type (see the module docstring)."""
 
-    cell: Any
+    @property
+    def cell(self) -> Any:
+        """The cell definition (a spec is frozen: read-only)."""
+        ...
 
     def prepare(self, params: Any) -> Weights: ...
 
@@ -85,16 +88,15 @@ def unsupported_reason(cell: Cell) -> str | None:
       None for LSTM (every option except ``layer_norm`` and ``full_gate_recurrence``), GRU (both
       forms) and SimpleRNN; otherwise a short reason.
     """
-    kind = type(cell)
-    if kind is LSTM:
+    if type(cell) is LSTM:
         if cell.layer_norm:
             return "LSTM(layer_norm=True) normalises inside the step"
         if cell.full_gate_recurrence:
             return "LSTM(full_gate_recurrence=True) carries gate activations"
         return None
-    if kind in (GRU, SimpleRNN):
+    if type(cell) in (GRU, SimpleRNN):
         return None
-    return f"no fused kernel for {kind.__name__}"
+    return f"no fused kernel for {type(cell).__name__}"
 
 
 def spec_for(cell: Cell) -> KernelSpec:
@@ -106,6 +108,7 @@ def spec_for(cell: Cell) -> KernelSpec:
         return LSTMSpec(cell)
     if isinstance(cell, GRU):
         return GRUResetAfterSpec(cell) if cell.reset_after else GRUClassicSpec(cell)
+    assert isinstance(cell, SimpleRNN)  # unsupported_reason accepts LSTM, GRU and SimpleRNN only
     return SimpleRNNSpec(cell)
 
 
@@ -158,7 +161,11 @@ def _lstm_fast_backward(
     H, layout = cell.hidden_size, cell.gate_layout
     act = {n: acts[..., k * H : (k + 1) * H] for k, n in enumerate(layout)}
     f, o, g = act.get("f"), act.get("o"), act["g"]
-    i = (1.0 - f) if cell.coupled else act.get("i")
+    if cell.coupled:
+        assert f is not None  # LSTM.__post_init__: coupled=True needs the forget gate
+        i = 1.0 - f
+    else:
+        i = act.get("i")
     tc = jnp.tanh(c) if cell.output_activation else c
     dact = {}
     if o is not None:
