@@ -270,15 +270,15 @@ def _layer_params(kind: str, module: Any, suffix: str, dtype: DType) -> PyTree:
 
     w_ih = _array(get("weight_ih"), dtype).T  # [I, G*H]
     w_hh = _array(get("weight_hh"), dtype).T  # [R, G*H]
-    b_ih = b_hh = None
+    biases = None  # (bias_ih, bias_hh), both present or both absent
     if module.bias:
-        b_ih, b_hh = _array(get("bias_ih"), dtype), _array(get("bias_hh"), dtype)
+        biases = (_array(get("bias_ih"), dtype), _array(get("bias_hh"), dtype))
     if kind == "lstm":
         w_proj = None
         if getattr(module, "proj_size", 0):
             w_proj = _array(get("weight_hr"), dtype).T  # [H, P]
         return LSTMParams(
-            w_ih=w_ih, w_hh=w_hh, b=None if b_ih is None else b_ih + b_hh, w_proj=w_proj
+            w_ih=w_ih, w_hh=w_hh, b=None if biases is None else biases[0] + biases[1], w_proj=w_proj
         )
     if kind == "gru":
         H = module.hidden_size
@@ -286,27 +286,33 @@ def _layer_params(kind: str, module: Any, suffix: str, dtype: DType) -> PyTree:
             [jnp.ones((H,), dtype), -jnp.ones((H,), dtype), jnp.ones((H,), dtype)]
         )  # negates the z block
         b = b_hn = None
-        if b_ih is not None:
+        if biases is not None:
+            b_ih, b_hh = biases
             b = jnp.concatenate(
                 [b_ih[:H] + b_hh[:H], -(b_ih[H : 2 * H] + b_hh[H : 2 * H]), b_ih[2 * H :]]
             )
             b_hn = b_hh[2 * H :]
         return GRUParams(w_ih=w_ih * flip, w_hh=w_hh * flip, b=b, b_hn=b_hn)
-    return SimpleRNNParams(w_ih=w_ih, w_hh=w_hh, b=None if b_ih is None else b_ih + b_hh)
+    return SimpleRNNParams(
+        w_ih=w_ih, w_hh=w_hh, b=None if biases is None else biases[0] + biases[1]
+    )
 
 
 # -- structure shared by to_torch and the carry converters ---------------------------------------
+_PLAIN_CELLS = (SimpleRNN, LSTM, GRU)  # the cells a PyTorch module's layers can be
+
+
 class _Layout(NamedTuple):
     """How a seqjax cell maps onto one PyTorch module."""
 
     kind: str  # "rnn", "lstm" or "gru"
-    layer: Cell  # the plain cell of every layer and direction
+    layer: SimpleRNN | LSTM | GRU  # the plain cell of every layer and direction
     num_layers: int
     bidirectional: bool
     dropout: float
 
 
-def _torch_signature(cell: Cell, where: str) -> tuple:
+def _torch_signature(cell: SimpleRNN | LSTM | GRU, where: str) -> tuple:
     """What PyTorch can represent of a plain cell; raises ValueError for what it cannot."""
     if isinstance(cell, SimpleRNN):
         return ("rnn", cell.hidden_size, None, cell.activation, cell.use_bias)
@@ -327,10 +333,7 @@ def _torch_signature(cell: Cell, where: str) -> tuple:
                 "only hidden_size, proj_size and use_bias can be exported"
             )
         return ("lstm", cell.hidden_size, cell.proj_size, "tanh", cell.use_bias)
-    raise TypeError(
-        f"{where}: expected a seqjax SimpleRNN, LSTM, GRU, or a bidirectional / "
-        f"stack of them, got {type(cell).__name__}"
-    )
+    raise TypeError(f"{where}: expected a seqjax SimpleRNN, LSTM or GRU, got {cell!r}")
 
 
 def _layout(cell: Cell) -> _Layout:
@@ -353,18 +356,27 @@ def _layout(cell: Cell) -> _Layout:
             "PyTorch modules are bidirectional in every layer or in none; this "
             f"stack mixes them (bidirectional: {bidir})"
         )
-    sigs, first = [], None
+    sigs, plain = [], []
     for k, layer in enumerate(layers):
-        directions = (layer.forward, layer.backward) if bidir[0] else (layer,)
-        if bidir[0] and layer.merge != "concat":
-            raise ValueError(
-                f"layer {k}: PyTorch concatenates the two directions; "
-                f"Bidirectional(merge={layer.merge!r}) cannot be exported"
-            )
+        # every layer is a Bidirectional or none is (checked above)
+        if isinstance(layer, Bidirectional):
+            if layer.merge != "concat":
+                raise ValueError(
+                    f"layer {k}: PyTorch concatenates the two directions; "
+                    f"Bidirectional(merge={layer.merge!r}) cannot be exported"
+                )
+            directions = (layer.forward, layer.backward)
+        else:
+            directions = (layer,)
         for d, direction in enumerate(directions):
             where = f"layer {k}" + (f" ({('forward', 'backward')[d]})" if bidir[0] else "")
+            if not isinstance(direction, _PLAIN_CELLS):
+                raise TypeError(
+                    f"{where}: expected a seqjax SimpleRNN, LSTM, GRU, or a bidirectional / "
+                    f"stack of them, got {type(direction).__name__}"
+                )
             sigs.append(_torch_signature(direction, where))
-            first = direction if first is None else first
+            plain.append(direction)
     if len(set(sigs)) != 1:
         raise ValueError(
             "every layer and direction of a PyTorch module has the same type and "
@@ -372,7 +384,7 @@ def _layout(cell: Cell) -> _Layout:
         )
     return _Layout(
         kind=sigs[0][0],
-        layer=first,
+        layer=plain[0],
         num_layers=len(layers),
         bidirectional=bidir[0],
         dropout=float(dropout),
@@ -446,7 +458,7 @@ def to_torch(cell: Cell, params: PyTree, *, batch_first: bool = True) -> Any:
     tdtype = getattr(torch, str(dtype))
     layer = layout.layer
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[layout.kind]
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         input_size=int(flat[0].w_ih.shape[0]),
         hidden_size=layer.hidden_size,
         num_layers=layout.num_layers,
@@ -456,9 +468,10 @@ def to_torch(cell: Cell, params: PyTree, *, batch_first: bool = True) -> Any:
         bidirectional=layout.bidirectional,
         dtype=tdtype,
     )
-    if layout.kind == "lstm" and layer.proj_size is not None:
+    # layout.kind is "lstm" exactly for an LSTM layer, "rnn" for a SimpleRNN
+    if isinstance(layer, LSTM) and layer.proj_size is not None:
         kwargs["proj_size"] = layer.proj_size
-    if layout.kind == "rnn":
+    if isinstance(layer, SimpleRNN):
         kwargs["nonlinearity"] = layer.activation
     module = cls(**kwargs)
     D = 2 if layout.bidirectional else 1

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -122,7 +122,10 @@ def _parts(cell: Cell, params: PyTree, carry: PyTree, xs: Array, key: PRNGKey) -
     )
 
 
-def _computing_in(cell: Cell, compute_dtype: DType | None) -> Cell:
+_CellT = TypeVar("_CellT", bound=Cell)
+
+
+def _computing_in(cell: _CellT, compute_dtype: DType | None) -> _CellT:
     """``cell`` with ``compute_dtype`` applied to the innermost cell of a wrapper chain."""
     if compute_dtype is None:
         return cell
