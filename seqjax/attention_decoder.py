@@ -343,7 +343,7 @@ class AttentionDecoder(Cell):
           ``(carry, y [*B, output_size], weights [*B, S])``.
 
         Raises:
-          ValueError, TypeError: as :meth:`__call__`; unbound parameters.
+          ValueError, TypeError: as ``__call__``; unbound parameters.
         """
         x = self.check_step_input(params, carry, x)
         return self._step(params, carry, self.project_inputs(params, x))
