@@ -158,9 +158,9 @@ def _markdown(p: dict[str, Any]) -> str:
                 f"{r['params']:,}",
                 r["steps"],
                 f"{r['train_elapsed_s'] / 60:.1f}",
-                f"{100 * e['beam_1']['exact_match']:.1f} %",
-                f"{100 * e['beam_4']['exact_match']:.1f} %",
-                f"{100 * e['beam_8']['exact_match']:.1f} %",
+                f"{100 * e['beam_1']['exact_match']:.2f} %",
+                f"{100 * e['beam_4']['exact_match']:.2f} %",
+                f"{100 * e['beam_8']['exact_match']:.2f} %",
                 f"{e['beam_4']['bleu']:.1f}",
                 f"{e['beam_4']['chrf']:.1f}",
             ]
@@ -172,7 +172,7 @@ def _markdown(p: dict[str, Any]) -> str:
 
     def cell(r: dict[str, Any], n: int) -> str:
         acc = r["evaluation"]["beam_4"]["by_length"].get(str(n))
-        return "-" if acc is None else f"{100 * acc[0]:.0f}"
+        return "-" if acc is None else f"{100 * acc[0]:.1f}"
 
     counts = {
         n: r0["evaluation"]["beam_4"]["by_length"].get(str(n), [0, 0])[1]
