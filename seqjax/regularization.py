@@ -130,7 +130,7 @@ def _computing_in(cell: _CellT, compute_dtype: DType | None) -> _CellT:
     if compute_dtype is None:
         return cell
     if isinstance(cell, (VariationalDropout, Zoneout, WeightDrop)):
-        return cell.replace(cell=_computing_in(cell.cell, compute_dtype))
+        return dataclasses.replace(cell, cell=_computing_in(cell.cell, compute_dtype))
     return with_compute_dtype(cell, compute_dtype)
 
 

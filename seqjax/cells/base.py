@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -29,8 +29,6 @@ import jax.numpy as jnp
 from seqjax import _checks, _params
 from seqjax.scan_engine import ScanOptions, scan_layer
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
-
-_CellT = TypeVar("_CellT", bound="Cell")
 
 
 class Cell(abc.ABC):
@@ -181,7 +179,7 @@ class Cell(abc.ABC):
             self, params, carry, xs, mask, reverse=reverse, unroll=unroll, options=options
         )
 
-    def replace(self: _CellT, **changes: Any) -> _CellT:
+    def replace(self, **changes: Any) -> Cell:
         """Returns a copy of this definition with some hyperparameters changed."""
         return dataclasses.replace(self, **changes)
 

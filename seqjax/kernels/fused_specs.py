@@ -45,7 +45,7 @@ class KernelSpec(Protocol):
 
     @property
     def cell(self) -> Any:
-        """The cell definition (a spec is frozen: read-only)."""
+        """The cell definition, read-only (specs are frozen dataclasses)."""
         ...
 
     def prepare(self, params: Any) -> Weights: ...
