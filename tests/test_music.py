@@ -10,6 +10,8 @@ import itertools
 import json
 import math
 import os
+import shutil
+import wave
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +24,7 @@ mido = pytest.importorskip("mido")
 from experiments.music import model as mm  # noqa: E402
 from experiments.music.__main__ import main  # noqa: E402
 from experiments.music.config import MusicConfig  # noqa: E402
+from experiments.music.generate import SOUNDFONTS  # noqa: E402
 from seqjax.data import music  # noqa: E402
 
 #: Chorales of the session cache (the first of the corpus).
@@ -255,6 +258,13 @@ def test_generate_writes_midi_music21_and_mido_read(trained, tmp_path, capsys):
     assert len(ons) == res["notes"]
     parsed = music21.converter.parse(str(out))
     assert len(parsed.flatten().notes) > 0
+    # WAV only where fluidsynth and a General MIDI soundfont are installed
+    synth = shutil.which("fluidsynth") and any(os.path.exists(f) for f in SOUNDFONTS)
+    if synth:
+        with wave.open(res["wav"]) as w:
+            assert w.getnframes() / w.getframerate() >= 24 * 60 / 80  # 24 quarters at 80 bpm
+    else:
+        assert res["wav"] is None
 
 
 def test_evaluate_prints_json(trained, capsys):

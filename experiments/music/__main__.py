@@ -16,7 +16,13 @@ from typing import Any
 from experiments.music.compare import BUDGETS, RESULTS_DIR, compare
 from experiments.music.config import ALIASES, CELLS, OUTPUTS, QUICK, MusicConfig, validate_config
 from experiments.music.generate import check_out_path, generate
-from experiments.music.train import evaluate_run, restore, saved_config, train_and_evaluate
+from experiments.music.train import (
+    TRAIN_COMMAND,
+    evaluate_run,
+    restore,
+    saved_config,
+    train_and_evaluate,
+)
 from experiments.scaffold import (
     ArgumentParser,
     UsageError,
@@ -77,7 +83,7 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 def _generate(args: argparse.Namespace) -> dict[str, Any]:
     at_least("--frames", args.frames, 1)
     at_least("--temperature", args.temperature, 0)
-    check_run_dir("--workdir", args.workdir, ["config.json", "checkpoints"], "... train")
+    check_run_dir("--workdir", args.workdir, ["config.json", "checkpoints"], TRAIN_COMMAND)
     check_out_path(args.out)
     out = generate(
         restore(args.workdir, "best"),
@@ -88,6 +94,12 @@ def _generate(args: argparse.Namespace) -> dict[str, Any]:
         primer=args.primer,
     )
     print(json.dumps(out, indent=2))
+    if out["wav"] is None:
+        print(
+            "note: no WAV rendered (needs fluidsynth and a General MIDI soundfont: "
+            "apt-get install fluidsynth fluid-soundfont-gm)",
+            file=sys.stderr,
+        )
     return out
 
 

@@ -176,9 +176,10 @@ def train_and_evaluate(config: MusicConfig, workdir: str, *, verbose: bool = Tru
         verbose=verbose,
     )
     final = result.state.params
-    best_step = result.best_step or int(jax.device_get(result.state.step))
-    best = restore(workdir, best_step).params if best_step != result.state.step else final
-    out: dict[str, Any] = {"step": int(jax.device_get(result.state.step)), "best_step": best_step}
+    last_step = int(jax.device_get(result.state.step))
+    best_step = result.best_step or last_step
+    best = restore(workdir, best_step).params if best_step != last_step else final
+    out: dict[str, Any] = {"step": last_step, "best_step": best_step}
     for tag, params in (("best", best), ("final", final)):
         for name, batches in (("valid", valid_b), ("test", test_b)):
             out[f"{name}_nll_{tag}"] = evaluate(eval_step, params, batches, mesh)["loss"]
