@@ -16,7 +16,9 @@ Dispatch for ``impl="auto"`` (the default), highest priority first:
    ``full_gate_recurrence``), GRU (both forms) and SimpleRNN: one fused gate matmul per step,
    gate math in one pass, a hand-written backward from saved activations whose reverse scan
    carries only ``dh``/``dc``, optional chunked remat (per-chunk weight-gradient matmuls);
-3. **reference** (:func:`seqjax.scan_engine.reference_scan`): ``project_inputs`` once, then
+3. **parallel** (:mod:`seqjax.kernels.parallel`) for MinGRU and MinLSTM on GPU/TPU (on CPU only
+   when forced with ``impl="parallel"``): a log-space ``jax.lax.associative_scan`` over time;
+4. **reference** (:func:`seqjax.scan_engine.reference_scan`): ``project_inputs`` once, then
    ``lax.scan`` of ``Cell.step`` differentiated by JAX (``remat`` checkpoints chunks of steps).
 
 The options (``remat``, ``compute_dtype``, ``impl``) reach every layer as one
@@ -31,8 +33,9 @@ import jax
 
 from seqjax.cells.gru import GRU
 from seqjax.cells.lstm import LSTM
+from seqjax.cells.min_rnn import MinGRU, MinLSTM
 from seqjax.cells.rnn import SimpleRNN
-from seqjax.kernels import cudnn, fused
+from seqjax.kernels import cudnn, fused, parallel
 from seqjax.kernels.fused import fused_scan, unsupported_reason
 from seqjax.scan_engine import (
     choose,
@@ -50,6 +53,7 @@ __all__ = [
     "eigen_dots_supported",
     "fused",
     "fused_scan",
+    "parallel",
     "reference_scan",
     "scan_layer",
     "unsupported_reason",
@@ -69,6 +73,14 @@ for _cell_type in (LSTM, GRU, SimpleRNN):
         priority=10,
         run=fused.run_layer,
         unsupported_reason=fused.layer_unsupported_reason,
+    )
+for _cell_type in (MinGRU, MinLSTM):
+    register_kernel(
+        _cell_type,
+        name="parallel",
+        priority=5,
+        run=parallel.run_layer,
+        unsupported_reason=parallel.layer_unsupported_reason,
     )
 
 
