@@ -20,7 +20,9 @@ separator before it (``" mille"``, ``"-deux"``), so a translation is the concate
 pieces and detokenisation is exact. That gives at most 12 (French) or 11 (German) target tokens
 and a vocabulary of about 60 pieces; a hand-made inventory is this task's equivalent of BPE
 (which would learn much the same pieces from the training targets). ``target_tokens="chars"``
-is the character-level alternative.
+is the character-level alternative. Measured at the ``--quick`` size on en-de (500 test
+numbers, beam 4): characters 100.0 %, pieces 99.6 % exact match, in similar training time;
+pieces stay the default for the 6x shorter decode and heat-maps that align morphemes.
 """
 
 from __future__ import annotations
