@@ -303,14 +303,15 @@ def write_attention_png(
             ax.axis("off")
         axes[i][0].imshow(img, cmap="gray", vmin=0, vmax=255)
         title = caps[i] if titles is None else titles[i]
-        axes[i][0].set_title(title, fontsize=6, loc="left")
+        # the caption runs under the row, across the word panels
+        axes[i][0].text(0, -0.06, title, transform=axes[i][0].transAxes, fontsize=7, va="top")
         for t in range(lengths[i]):
             ax = axes[i][t + 1]
             heat = np.kron(w[i, t].reshape(GRID, GRID), np.ones((12, 12)))
             ax.imshow(img, cmap="gray", vmin=0, vmax=255)
             ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=max(1e-6, heat.max()))
             ax.set_title(vocab[int(ids[i, t])], fontsize=7)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.94, bottom=0.06, wspace=0.05, hspace=0.5)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
