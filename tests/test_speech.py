@@ -223,3 +223,16 @@ def test_bad_invocation_real_process(tmp_path):
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "no.wav" in proc.stderr, proc.stderr
+
+
+def test_match_training_conditions():
+    from experiments.speech.train import match_training_conditions
+
+    x = np.sin(np.arange(8000) / 5.0).astype(np.float32)
+    y = match_training_conditions(x, TINY)
+    pad = int(0.15 * ip.SAMPLE_RATE)
+    assert y.shape == (8000 + 2 * pad,) and y.dtype == np.float32
+    np.testing.assert_array_equal(y, match_training_conditions(x, TINY))  # deterministic
+    clean = np.pad(x, pad)
+    snr = 10 * np.log10(np.mean(clean**2) / np.mean((y - clean) ** 2))
+    assert abs(snr - TINY.snr_db_max) < 0.5

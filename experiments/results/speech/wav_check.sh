@@ -5,7 +5,7 @@
 # Usage: experiments/results/speech/wav_check.sh WORKDIR [N] [BEAM]
 set -euo pipefail
 workdir="$1"; n="${2:-100}"; beam="${3:-0}"
-out="$(mktemp -d)"
+out="${WAV_CHECK_DIR:-$(mktemp -d)}"; mkdir -p "$out"
 mapfile -t voices < <(python -m experiments.speech voices --split test)
 words=(zero one two three four five six seven eight nine)
 RANDOM=12345
