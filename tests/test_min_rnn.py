@@ -178,6 +178,16 @@ def test_parallel_is_stable_for_large_preactivations():
     np.testing.assert_allclose(np.asarray(ys_p), np.asarray(ys_r), rtol=1e-4, atol=1e-4)
 
 
+def test_empty_sequence_passes_the_carry_through():
+    cell = seqjax.MinGRU(H)
+    params = cell.init(jax.random.key(0), I)
+    carry = seqjax.MinGRUCarry(h=jnp.full((2, H), -0.5))
+    for impl in ("reference", "parallel"):
+        final, ys = seqjax.scan(cell, params, jnp.ones((2, 0, I)), carry=carry, impl=impl)
+        assert ys.shape == (2, 0, H)
+        np.testing.assert_array_equal(np.asarray(final.h), -0.5)
+
+
 def test_linear_scan_closed_form():
     """h_t = a h_{t-1} + b with constant a, b: h_t = a^t h0 + b (1 - a^t) / (1 - a)."""
     a, b, h0, T = 0.9, 0.3, -2.0, 40

@@ -28,7 +28,7 @@ from seqjax.typing import Array, DType, PRNGKey, Shape
 Initializer = Callable[..., Array]
 
 
-def g(x: Array) -> Array:
+def _g(x: Array) -> Array:
     """The authors' positive activation: ``x + 0.5`` for ``x >= 0``, ``sigmoid(x)`` below.
 
     Continuous (both branches give 0.5 at 0) and positive everywhere, which the log-space scan
@@ -37,7 +37,7 @@ def g(x: Array) -> Array:
     return jnp.where(x >= 0, jax.nn.relu(x) + 0.5, sigmoid(jnp.minimum(x, 0.0)))
 
 
-def log_g(x: Array) -> Array:
+def _log_g(x: Array) -> Array:
     """``log g(x)`` computed without overflow: ``log(x + 0.5)`` or ``-softplus(-x)``."""
     return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-jnp.minimum(x, 0.0)))
 
@@ -194,13 +194,13 @@ class MinGRU(_MinRNN):
         """``(1 - z, z * h~)`` from ``xp [..., 2H]``."""
         H = self.hidden_size
         z = sigmoid(xp[..., :H])
-        return 1.0 - z, z * g(xp[..., H:])
+        return 1.0 - z, z * _g(xp[..., H:])
 
     def log_coefficients(self, xp: Array) -> tuple[Array, Array]:
         """``(log(1 - z), log z + log h~)`` from ``xp [..., 2H]``."""
         H = self.hidden_size
         k = xp[..., :H]
-        return -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_g(xp[..., H:])
+        return -jax.nn.softplus(k), -jax.nn.softplus(-k) + _log_g(xp[..., H:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,9 +259,9 @@ class MinLSTM(_MinRNN):
     def coefficients(self, xp: Array) -> tuple[Array, Array]:
         """``(f', i' * h~)`` from ``xp [..., 3H]`` (``f' = sigmoid(-d)``, ``i' = sigmoid(d)``)."""
         d = self._log_ratio(xp)
-        return sigmoid(-d), sigmoid(d) * g(xp[..., 2 * self.hidden_size :])
+        return sigmoid(-d), sigmoid(d) * _g(xp[..., 2 * self.hidden_size :])
 
     def log_coefficients(self, xp: Array) -> tuple[Array, Array]:
         """``(log f', log i' + log h~)`` from ``xp [..., 3H]``."""
         d = self._log_ratio(xp)
-        return -jax.nn.softplus(d), -jax.nn.softplus(-d) + log_g(xp[..., 2 * self.hidden_size :])
+        return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(xp[..., 2 * self.hidden_size :])

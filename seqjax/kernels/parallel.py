@@ -30,6 +30,7 @@ from seqjax.typing import Array, PyTree
 
 __all__ = ["CPU_RULE", "layer_unsupported_reason", "linear_scan", "run_layer"]
 
+#: Why ``impl="auto"`` keeps the sequential form of a minimal RNN on CPU.
 CPU_RULE = (
     "on CPU impl='auto' keeps the sequential form: measured on 2 cores (MinGRU, B=8, T=4096, "
     "H=256, forward+backward) it was faster than the associative scan; force impl='parallel'"
@@ -90,8 +91,6 @@ def layer_unsupported_reason(
     del mask, reverse  # any mask, either direction
     if options.remat is not False:
         return "remat is not supported by the parallel form (use impl='reference' with remat)"
-    if xs.shape[0] == 0:
-        return "an empty sequence has nothing to scan"
     if options.impl == "auto" and jax.default_backend() == "cpu":
         return CPU_RULE
     return None
@@ -110,6 +109,8 @@ def run_layer(
 ) -> tuple[PyTree, Array]:
     """The parallel form with the kernel registry's signature (see ``Kernel.run``)."""
     del unroll, options  # no loop to unroll; remat is refused by layer_unsupported_reason
+    if xs.shape[0] == 0:  # nothing to scan: the carry passes through
+        return carry, jnp.zeros(xs.shape[:-1] + (cell.output_size,), carry.h.dtype)
     xps = cell.project_inputs(params, xs)
     log_a, log_b = cell.log_coefficients(xps)
     final, hs = linear_scan(log_a, log_b, carry.h, mask, reverse=reverse)
