@@ -34,6 +34,7 @@ from seqjax import _checks
 from seqjax.attention import SCORES, Attention, AttentionMemory, AttentionParams
 from seqjax.cells.base import Cell, glorot_uniform
 from seqjax.combinators import Bidirectional
+from seqjax.scan import scan
 from seqjax.typing import Array, DType, PRNGKey, PyTree, Shape
 
 __all__ = [
@@ -442,8 +443,6 @@ def scan_with_weights(
       >>> w.shape, float(w[1, 0, :2].sum()), float(w[1, 0, 2:].sum())
       ((2, 6, 5), 1.0, 0.0)
     """
-    from seqjax.scan import scan  # seqjax.scan imports the kernels, which import the cells
-
     if not isinstance(decoder, AttentionDecoder):
         raise TypeError(f"scan_with_weights expects an AttentionDecoder, got {type(decoder)}")
     memory = getattr(params, "memory", None)

@@ -29,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from seqjax.train.config import config_to_dict
 from seqjax.train.sharding import to_host
 from seqjax.typing import PyTree
 
@@ -247,8 +248,6 @@ class Checkpointer:
           True if a save was started; False if ``step`` already exists (nothing is
           overwritten).
         """
-        from seqjax.train.config import config_to_dict
-
         step = int(to_host(state.step)) if step is None else int(step)
         if step in self._manager.all_steps():
             return False
