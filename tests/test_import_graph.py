@@ -169,3 +169,27 @@ def test_cells_never_import_kernels_scan_or_combinators():
             bad = {n for n in needs if n.startswith(("seqjax.kernels", "seqjax.combinators"))}
             bad |= {n for n in needs if n == "seqjax.scan" or n.startswith("seqjax.train")}
             assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_no_in_function_imports_of_seqjax_modules():
+    # Lazy imports are kept for optional dependencies (torch, Flax, jiwer, ...) only: a seqjax
+    # module imported inside a function would hide an edge of the graph from a reader.
+    offenders = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skip = _type_checking_nodes(tree)
+        for func in ast.walk(tree):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if id(node) in skip:
+                    continue
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+                    offenders.append(f"{name}:{node.lineno} from {node.module} import ...")
+                elif isinstance(node, ast.Import):
+                    offenders += [
+                        f"{name}:{node.lineno} import {a.name}"
+                        for a in node.names
+                        if a.name.split(".")[0] == PACKAGE
+                    ]
+    assert not offenders, "in-function imports of seqjax modules: " + "; ".join(offenders)
