@@ -317,7 +317,7 @@ def plot_posteriors(workdir: str, out: str, index: int = 0) -> str:
     a1.set_title(f"log-mel features, {test.voices[index]}: {test.digits[index]}")
     a1.set_ylabel("mel bin")
     steps = np.arange(n) * model.config.subsample
-    a2.plot(steps, post[:, 0], color="0.7", label="blank")
+    a2.plot(steps, post[:, 0], color="k", linestyle=":", label="blank")
     for d in range(10):
         a2.plot(steps, post[:, d + 1], label=str(d))
     a2.set_xlim(0, feats.shape[0])
