@@ -244,3 +244,25 @@ def test_parameter_structure_errors_are_clean():
 def test_config_round_trip(name):
     cell = CELLS[name](8, use_bias=False, param_dtype=jnp.float64)
     assert seqjax.cell_from_config(seqjax.cell_to_config(cell)) == cell
+
+
+def test_jit_with_traced_lengths_and_bfloat16_compute():
+    cell = seqjax.MinLSTM(H)
+    params = random_params(cell, jax.random.key(10), scale=1.0)
+    xs = jax.random.normal(jax.random.key(11), (3, 6, I))
+
+    @jax.jit
+    def run(lengths):
+        out = {}
+        for impl in ("reference", "parallel"):
+            final, ys = seqjax.scan(
+                cell, params, xs, lengths=lengths, impl=impl, compute_dtype=jnp.bfloat16
+            )
+            out[impl] = (final.h, ys)
+        return out
+
+    out = run(jnp.array([6, 2, 0]))
+    assert out["parallel"][1].dtype == jnp.float32  # carries and outputs stay float32
+    for a, b in zip(out["parallel"], out["reference"], strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(out["parallel"][1][1, 2:]), 0.0)
