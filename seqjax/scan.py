@@ -85,7 +85,8 @@ def scan(
       compute_dtype: matmul dtype for every layer (e.g. ``jnp.bfloat16``), overriding the cells'
         ``dtype``; carries and accumulation stay float32. None keeps the cells' setting.
       impl: kernel choice, ``"auto"`` (default; see :mod:`seqjax.kernels`), or ``"fused"``,
-        ``"cudnn"``, ``"reference"`` to force one (for tests and benchmarks).
+        ``"cudnn"``, ``"parallel"`` (associative scan of :class:`seqjax.MinGRU` and
+        :class:`seqjax.MinLSTM`), ``"reference"`` to force one (tests and benchmarks).
       options: the three settings above as one :class:`ScanOptions` value, instead of the
         keywords (pass one or the other).
       check_lengths: also check traced ``lengths`` with :func:`jax.experimental.checkify.check`

@@ -266,3 +266,9 @@ def test_jit_with_traced_lengths_and_bfloat16_compute():
     for a, b in zip(out["parallel"], out["reference"], strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(out["parallel"][1][1, 2:]), 0.0)
+
+
+def test_private_base_class_is_not_a_config_type():
+    # _MinRNN is the shared base of the two cells, not a cell a config may name
+    with pytest.raises(ValueError, match="unknown cell type '_MinRNN'"):
+        seqjax.cell_from_config({"type": "_MinRNN"})

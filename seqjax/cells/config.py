@@ -22,11 +22,13 @@ _DTYPE_FIELDS = ("dtype", "param_dtype")
 
 
 def _cell_types() -> dict[str, type]:
-    """Every importable Cell subclass by class name (combinators and wrappers included)."""
+    """Every public Cell subclass by class name (combinators and wrappers included; private
+    bases such as ``_MinRNN`` are walked through but not listed)."""
     found, todo = {}, [Cell]
     while todo:
         for sub in todo.pop().__subclasses__():
-            found.setdefault(sub.__name__, sub)
+            if not sub.__name__.startswith("_"):
+                found.setdefault(sub.__name__, sub)
             todo.append(sub)
     return found
 
