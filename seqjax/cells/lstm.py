@@ -1,4 +1,8 @@
-"""The LSTM cell and its family: peepholes, CIFG, LSTMP, the Greff et al. ablations, LN-LSTM."""
+"""The LSTM cell and its family: peepholes, CIFG, LSTMP, the Greff et al. ablations, LN-LSTM.
+
+(A little over 450 lines: every option is a flag of one cell, and ``lstm_pointwise``, the gate
+math the fused kernel shares, lives beside the step that defines it.)
+"""
 
 from __future__ import annotations
 
