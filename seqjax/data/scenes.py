@@ -52,7 +52,7 @@ __all__ = [
 #: Where the Debian package ``dataset-fashion-mnist`` puts its idx files.
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
-#: Class names: 0-9 are the digits, 10-19 the Fashion-MNIST classes (one word each).
+#: The 20 class names (one word each), the digits 0-9 then the Fashion-MNIST classes 10-19.
 CLASS_NAMES = (
     "zero one two three four five six seven eight nine "
     "top trouser pullover dress coat sandal shirt sneaker bag boot"
