@@ -266,3 +266,18 @@ def test_a_failing_plot_is_a_warning_after_the_run_is_saved(
     assert ckpt.latest_step() == 15
     ckpt.close()
     assert train.read_metrics(copy)[-1] == {"step": 15, "split": "eval", **again.eval_metrics}
+
+
+def test_check_workdir_tolerates_another_process_creating_it_first(tmp_path, monkeypatch):
+    # Several processes of one run create the run directory at once: the one that loses the race
+    # must not fail (this crashed process 0 of a two-process run with "File exists").
+    from seqjax.train import loop
+
+    path = tmp_path / "run"
+    path.mkdir()  # the other process got there first ...
+    real_exists = loop.os.path.exists
+    # ... after this process looked
+    monkeypatch.setattr(
+        loop.os.path, "exists", lambda p: False if p == str(path) else real_exists(p)
+    )
+    assert loop.check_workdir(path) == str(path)

@@ -139,7 +139,8 @@ def check_workdir(workdir: str | os.PathLike, *, must_exist: bool = False) -> st
         if must_exist:
             raise FileNotFoundError(f"run directory {path!r} does not exist")
         try:
-            os.makedirs(path)
+            # exist_ok: several processes of one run create the same directory at once
+            os.makedirs(path, exist_ok=True)
         except OSError as e:
             raise PermissionError(f"cannot create run directory {path!r}: {e}") from e
     if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
