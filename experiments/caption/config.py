@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.scaffold import UsageError
-from seqjax.train import TrainConfig, optimizer_from_config
+from experiments.scaffold.configs import FieldChecks, option_name
+from experiments.scaffold.configs import check_resume as scaffold_check_resume
+from seqjax.train import TrainConfig
 
 ATTENTIONS = ("soft", "none")
 OBJECTS = ("both", "digits", "fashion")
@@ -99,7 +100,7 @@ ARCHITECTURE = (
 
 def flag(name: str) -> str:
     """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
-    return ALIASES[name][0] if name in ALIASES else "--" + name.replace("_", "-")
+    return option_name(name, ALIASES)
 
 
 def validate_config(config: CaptionConfig) -> None:
@@ -109,8 +110,8 @@ def validate_config(config: CaptionConfig) -> None:
       UsageError: (a ValueError) naming the option, what it expects and what it got.
     """
 
-    def bad(name: str, expected: str) -> UsageError:
-        return UsageError(f"{flag(name)}: expected {expected}, got {getattr(config, name)!r}")
+    checks = FieldChecks(config, ALIASES)
+    bad = checks.bad
 
     for name, allowed in (
         ("objects", OBJECTS),
@@ -118,17 +119,10 @@ def validate_config(config: CaptionConfig) -> None:
         ("optimizer", ("adamw", "adam", "sgd", "rmsprop")),
         ("schedule", ("constant", "cosine", "step")),
     ):
-        if getattr(config, name) not in allowed:
-            raise bad(name, f"one of {', '.join(allowed)}")
+        checks.one_of(name, allowed)
     ints = ("hidden", "embed", "total_steps", "batch_size", "log_every", "keep", "max_objects")
-    for name in ints + ("val_size", "test_size", "max_decode"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise bad(name, "an int >= 1")
-    for name in ("eval_every", "save_every", "warmup_steps", "data_seed", "seed", "hidden_none"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise bad(name, "an int >= 0")
+    checks.ints(ints + ("val_size", "test_size", "max_decode"), 1)
+    checks.ints(("eval_every", "save_every", "warmup_steps", "data_seed", "seed", "hidden_none"), 0)
     if config.max_objects > 4:
         raise bad("max_objects", "at most 4")
     if isinstance(config.channels, bool) or not isinstance(config.channels, int):
@@ -137,27 +131,11 @@ def validate_config(config: CaptionConfig) -> None:
         raise bad("channels", "an int >= 4")
     if config.max_decode < 16:
         raise bad("max_decode", "at least 16 (the longest caption has 15 words with EOS)")
-    if not config.learning_rate > 0:
-        raise bad("learning_rate", "a number > 0")
     if not config.attention_penalty >= 0:
         raise bad("attention_penalty", "a number >= 0")
-    if config.schedule == "cosine" and config.warmup_steps >= config.total_steps:
-        raise UsageError(
-            f"--warmup-steps: expected fewer than --steps {config.total_steps} for the cosine "
-            f"schedule, got {config.warmup_steps}"
-        )
-    try:
-        optimizer_from_config(config)
-    except ValueError as e:
-        raise UsageError(f"expected a usable optimizer configuration: {e}") from None
+    checks.optimizer()
 
 
 def check_resume(saved: CaptionConfig, config: CaptionConfig) -> None:
     """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
-    for name in ARCHITECTURE:
-        old, new = getattr(saved, name), getattr(config, name)
-        if old != new:
-            raise UsageError(
-                f"{flag(name)}: expected the run's own value {old!r} to resume it, got {new!r} "
-                "(use a new --workdir for another model or data)"
-            )
+    scaffold_check_resume(saved, config, ARCHITECTURE, ALIASES, other="model or data")

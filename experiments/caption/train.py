@@ -32,11 +32,11 @@ from experiments.caption.model import (
     make_loss_fn,
 )
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
+from experiments.scaffold.configs import read_saved_config
 from seqjax.train import (
     Checkpointer,
     IncompatibleCheckpointError,
     TrainState,
-    config_from_dict,
     evaluate,
     make_eval_step,
     make_mesh,
@@ -51,19 +51,9 @@ def saved_config(workdir: str) -> CaptionConfig | None:
     """The configuration a run directory was trained with, or None for a new directory.
 
     Raises:
-      UsageError: ``config.json`` exists but is not a captioning configuration.
+      UsageError: ``config.json`` exists but is not a caption configuration.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return config_from_dict(CaptionConfig, json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-        raise UsageError(
-            f"--workdir: expected a caption run directory, got {path!r} that does not hold a "
-            f"caption configuration ({e})"
-        ) from None
+    return read_saved_config(workdir, CaptionConfig, "caption")
 
 
 def train_and_evaluate(

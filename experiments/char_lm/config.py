@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.scaffold import UsageError
-from seqjax.train import TrainConfig, optimizer_from_config
+from experiments.scaffold.configs import FieldChecks, option_name
+from experiments.scaffold.configs import check_resume as scaffold_check_resume
+from seqjax.train import TrainConfig
 
 CELLS = ("lstm", "gru", "peephole", "cifg", "rnn")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
@@ -100,7 +102,7 @@ ARCHITECTURE += ("val_fraction", "test_fraction")
 
 def flag(name: str) -> str:
     """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
-    return ALIASES[name][0] if name in ALIASES else "--" + name.replace("_", "-")
+    return option_name(name, ALIASES)
 
 
 def validate_config(config: CharLMConfig) -> None:
@@ -110,20 +112,13 @@ def validate_config(config: CharLMConfig) -> None:
       UsageError: (a ValueError) naming the option, what it expects and what it got.
     """
 
-    def bad(name: str, expected: str) -> UsageError:
-        return UsageError(f"{flag(name)}: expected {expected}, got {getattr(config, name)!r}")
+    checks = FieldChecks(config, ALIASES)
+    bad = checks.bad
 
-    if config.cell not in CELLS:
-        raise bad("cell", f"one of {', '.join(CELLS)}")
+    checks.one_of("cell", CELLS)
     ints = ("layers", "hidden", "embed", "seq_len", "unroll", "total_steps", "batch_size")
-    for name in ints + ("log_every", "keep", "accumulate_steps"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise bad(name, "an int >= 1")
-    for name in ("eval_every", "save_every", "keep_best", "warmup_steps", "decay_every"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise bad(name, "an int >= 0")
+    checks.ints(ints + ("log_every", "keep", "accumulate_steps"), 1)
+    checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps", "decay_every"), 0)
     if config.proj is not None:
         if config.cell in ("gru", "rnn"):
             raise UsageError(
@@ -133,11 +128,7 @@ def validate_config(config: CharLMConfig) -> None:
             raise bad("proj", "an int >= 1")
     if config.max_chars is not None and config.max_chars < 10:
         raise bad("max_chars", "an int >= 10")
-    if not config.learning_rate > 0:
-        raise bad("learning_rate", "a number > 0")
-    for name in ("clip_norm", "weight_decay", "momentum", "end_lr_factor"):
-        if not getattr(config, name) >= 0:
-            raise bad(name, "a number >= 0")
+    checks.non_negative(("clip_norm", "weight_decay", "momentum", "end_lr_factor"))
     for name in ("val_fraction", "test_fraction"):
         if not 0 < getattr(config, name) < 1:
             raise bad(name, "a fraction in (0, 1)")
@@ -157,29 +148,13 @@ def validate_config(config: CharLMConfig) -> None:
             "--zoneout-c: expected an LSTM-family --cell (it zones out the cell state c), "
             f"got --cell {config.cell}"
         )
-    if config.optimizer not in OPTIMIZERS:
-        raise bad("optimizer", f"one of {', '.join(OPTIMIZERS)}")
-    if config.schedule not in SCHEDULES:
-        raise bad("schedule", f"one of {', '.join(SCHEDULES)}")
+    checks.one_of("optimizer", OPTIMIZERS)
+    checks.one_of("schedule", SCHEDULES)
     if config.best_mode not in ("min", "max"):
         raise bad("best_mode", "min or max")
-    if config.schedule == "cosine" and config.warmup_steps >= config.total_steps:
-        raise UsageError(
-            f"--warmup-steps: expected fewer than --steps {config.total_steps} for the cosine "
-            f"schedule, got {config.warmup_steps}"
-        )
-    try:  # whatever else the library's optimizer and schedule refuse
-        optimizer_from_config(config)
-    except ValueError as e:
-        raise UsageError(f"expected a usable optimizer configuration: {e}") from None
+    checks.optimizer()
 
 
 def check_resume(saved: CharLMConfig, config: CharLMConfig) -> None:
     """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
-    for name in ARCHITECTURE:
-        old, new = getattr(saved, name), getattr(config, name)
-        if old != new:
-            raise UsageError(
-                f"{flag(name)}: expected the run's own value {old!r} to resume it, got {new!r} "
-                "(use a new --workdir for another model or text)"
-            )
+    scaffold_check_resume(saved, config, ARCHITECTURE, ALIASES, other="model or text")

@@ -27,12 +27,12 @@ from experiments.char_lm.input_pipeline import (
 )
 from experiments.char_lm.model import CharLMParams, build_cell, init_params, make_loss_fn
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
+from experiments.scaffold.configs import read_saved_config
 from seqjax.data import text as textdata
 from seqjax.train import (
     Checkpointer,
     IncompatibleCheckpointError,
     TrainState,
-    config_from_dict,
     evaluate,
     make_eval_step,
     make_mesh,
@@ -50,17 +50,7 @@ def saved_config(workdir: str) -> CharLMConfig | None:
     Raises:
       UsageError: ``config.json`` exists but is not a char_lm configuration.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return config_from_dict(CharLMConfig, json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-        raise UsageError(
-            f"--workdir: expected a char_lm run directory, got {path!r} that does not hold a "
-            f"char_lm configuration ({e})"
-        ) from None
+    return read_saved_config(workdir, CharLMConfig, "char_lm")
 
 
 def load_vocab(workdir: str) -> textdata.Vocab:

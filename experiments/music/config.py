@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.scaffold import UsageError
-from seqjax.train import TrainConfig, optimizer_from_config
+from experiments.scaffold.configs import FieldChecks, option_name
+from experiments.scaffold.configs import check_resume as scaffold_check_resume
+from seqjax.train import TrainConfig
 
 CELLS = ("rnn", "lstm", "gru")
 OUTPUTS = ("bernoulli", "nade")
@@ -90,7 +91,7 @@ ARCHITECTURE += ("max_chorales",)
 
 def flag(name: str) -> str:
     """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
-    return ALIASES[name][0] if name in ALIASES else "--" + name.replace("_", "-")
+    return option_name(name, ALIASES)
 
 
 def resolve(config: MusicConfig) -> MusicConfig:
@@ -110,55 +111,26 @@ def validate_config(config: MusicConfig) -> None:
       UsageError: (a ValueError) naming the option, what it expects and what it got.
     """
 
-    def bad(name: str, expected: str) -> UsageError:
-        return UsageError(f"{flag(name)}: expected {expected}, got {getattr(config, name)!r}")
-
-    def is_int(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    if config.cell not in CELLS:
-        raise bad("cell", f"one of {', '.join(CELLS)}")
+    checks = FieldChecks(config, ALIASES)
+    checks.one_of("cell", CELLS)
     config = resolve(config)
-    if config.output not in OUTPUTS:
-        raise bad("output", f"one of {', '.join(OUTPUTS)}")
-    for name in ("nade_hidden", "window", "total_steps", "batch_size", "log_every", "keep"):
-        v = getattr(config, name)
-        if not is_int(v) or v < 1:
-            raise bad(name, "an int >= 1")
-    if config.hidden is not None and (not is_int(config.hidden) or config.hidden < 1):
-        raise bad("hidden", "an int >= 1")
+    checks = FieldChecks(config, ALIASES)  # the resolved hidden size and learning rate
+    bad = checks.bad
+    checks.one_of("output", OUTPUTS)
+    checks.ints(("nade_hidden", "window", "total_steps", "batch_size", "log_every", "keep"), 1)
+    if config.hidden is not None:
+        checks.ints(("hidden",), 1)
     if config.window < 2:
         raise bad("window", "an int >= 2")
-    for name in ("eval_every", "save_every", "keep_best", "warmup_steps"):
-        v = getattr(config, name)
-        if not is_int(v) or v < 0:
-            raise bad(name, "an int >= 0")
+    checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps"), 0)
     if config.max_chorales is not None and config.max_chorales < 3:
         raise bad("max_chorales", "an int >= 3 (train, valid and test need one each)")
     if config.step not in (0.25, 0.5, 1.0, 2.0):
         raise bad("step", "a frame length of 0.25, 0.5, 1 or 2 quarter notes")
-    if not (config.learning_rate or 0) > 0:
-        raise bad("learning_rate", "a number > 0")
-    for name in ("clip_norm", "weight_decay", "end_lr_factor", "weight_noise"):
-        if not getattr(config, name) >= 0:
-            raise bad(name, "a number >= 0")
-    if config.schedule == "cosine" and config.warmup_steps >= config.total_steps:
-        raise UsageError(
-            f"--warmup-steps: expected fewer than --steps {config.total_steps} for the cosine "
-            f"schedule, got {config.warmup_steps}"
-        )
-    try:
-        optimizer_from_config(config)
-    except ValueError as e:
-        raise UsageError(f"expected a usable optimizer configuration: {e}") from None
+    checks.non_negative(("clip_norm", "weight_decay", "end_lr_factor", "weight_noise"))
+    checks.optimizer()
 
 
 def check_resume(saved: MusicConfig, config: MusicConfig) -> None:
     """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
-    for name in ARCHITECTURE:
-        old, new = getattr(saved, name), getattr(config, name)
-        if old != new:
-            raise UsageError(
-                f"{flag(name)}: expected the run's own value {old!r} to resume it, got {new!r} "
-                "(use a new --workdir for another model or data)"
-            )
+    scaffold_check_resume(saved, config, ARCHITECTURE, ALIASES, other="model or data")

@@ -28,11 +28,11 @@ from experiments.scaffold import (
     is_main_process,
     write_json,
 )
+from experiments.scaffold.configs import read_saved_config
 from seqjax.train import (
     Checkpointer,
     IncompatibleCheckpointError,
     TrainState,
-    config_from_dict,
     evaluate,
     make_eval_step,
     make_mesh,
@@ -49,17 +49,7 @@ def saved_config(workdir: str) -> MusicConfig | None:
     Raises:
       UsageError: ``config.json`` exists but is not a music configuration.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return config_from_dict(MusicConfig, json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-        raise UsageError(
-            f"--workdir: expected a music run directory, got {path!r} that does not hold a "
-            f"music configuration ({e})"
-        ) from None
+    return read_saved_config(workdir, MusicConfig, "music")
 
 
 def _check_manifest(workdir: str, data: Dataset) -> None:

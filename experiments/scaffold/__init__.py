@@ -7,6 +7,8 @@ from these pieces:
 - :mod:`experiments.scaffold.cli`: :class:`UsageError`, the one-line-error
   :class:`ArgumentParser`, config dataclass fields as ``--field-name`` options, :func:`run`;
 - :mod:`experiments.scaffold.checks`: checks made before anything is written;
+- :mod:`experiments.scaffold.configs`: checks of a config's fields named by their options,
+  the resume check, and reading back a run's ``config.json``;
 - :mod:`experiments.scaffold.results`: JSON/Markdown/PNG writers and :func:`run_grid`;
 - :mod:`experiments.scaffold.distributed`: ``--coordinator``/``--num-processes``/
   ``--process-id`` (or JAX's auto-detection) on every command, process 0 prints.
@@ -23,6 +25,12 @@ from experiments.scaffold.cli import (
     run,
     value_parser,
 )
+from experiments.scaffold.configs import (
+    FieldChecks,
+    check_resume,
+    option_name,
+    read_saved_config,
+)
 from experiments.scaffold.distributed import (
     add_distributed_arguments,
     initialize_from_args,
@@ -38,6 +46,10 @@ from experiments.scaffold.results import (
 )
 
 __all__ = [
+    "FieldChecks",
+    "check_resume",
+    "option_name",
+    "read_saved_config",
     "ArgumentParser",
     "UsageError",
     "add_config_arguments",

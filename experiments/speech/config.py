@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.scaffold import UsageError
-from seqjax.train import TrainConfig, optimizer_from_config
+from experiments.scaffold.configs import FieldChecks, option_name
+from experiments.scaffold.configs import check_resume as scaffold_check_resume
+from seqjax.train import TrainConfig
 
 CELLS = ("lstm", "gru", "rnn")
 
@@ -102,7 +104,7 @@ ARCHITECTURE += ("snr_db_min", "snr_db_max", "lm_hidden", "lm_steps")
 
 def flag(name: str) -> str:
     """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
-    return ALIASES[name][0] if name in ALIASES else "--" + name.replace("_", "-")
+    return option_name(name, ALIASES)
 
 
 def validate_config(config: SpeechConfig) -> None:
@@ -112,22 +114,15 @@ def validate_config(config: SpeechConfig) -> None:
       UsageError: (a ValueError) naming the option, what it expects and what it got.
     """
 
-    def bad(name: str, expected: str) -> UsageError:
-        return UsageError(f"{flag(name)}: expected {expected}, got {getattr(config, name)!r}")
+    checks = FieldChecks(config, ALIASES)
+    bad = checks.bad
 
-    if config.cell not in CELLS:
-        raise bad("cell", f"one of {', '.join(CELLS)}")
+    checks.one_of("cell", CELLS)
     ints = ("num_train", "num_val", "num_test", "max_digits", "n_mels", "subsample", "layers")
     ints += ("hidden", "unroll", "lm_hidden", "beam", "total_steps", "batch_size", "log_every")
     ints += ("keep", "accumulate_steps", "length_buckets")
-    for name in ints:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise bad(name, "an int >= 1")
-    for name in ("lm_steps", "eval_every", "save_every", "keep_best", "warmup_steps"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise bad(name, "an int >= 0")
+    checks.ints(ints, 1)
+    checks.ints(("lm_steps", "eval_every", "save_every", "keep_best", "warmup_steps"), 0)
     if config.max_digits > 20:
         raise bad("max_digits", "an int <= 20")
     if config.proj is not None:
@@ -140,28 +135,10 @@ def validate_config(config: SpeechConfig) -> None:
             f"--snr-db-min: expected at most --snr-db-max {config.snr_db_max}, "
             f"got {config.snr_db_min}"
         )
-    if not config.learning_rate > 0:
-        raise bad("learning_rate", "a number > 0")
-    for name in ("lm_weight", "clip_norm", "weight_decay"):
-        if not getattr(config, name) >= 0:
-            raise bad(name, "a number >= 0")
-    if config.schedule == "cosine" and config.warmup_steps >= config.total_steps:
-        raise UsageError(
-            f"--warmup-steps: expected fewer than --steps {config.total_steps} for the cosine "
-            f"schedule, got {config.warmup_steps}"
-        )
-    try:
-        optimizer_from_config(config)
-    except ValueError as e:
-        raise UsageError(f"expected a usable optimizer configuration: {e}") from None
+    checks.non_negative(("lm_weight", "clip_norm", "weight_decay"))
+    checks.optimizer()
 
 
 def check_resume(saved: SpeechConfig, config: SpeechConfig) -> None:
     """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
-    for name in ARCHITECTURE:
-        old, new = getattr(saved, name), getattr(config, name)
-        if old != new:
-            raise UsageError(
-                f"{flag(name)}: expected the run's own value {old!r} to resume it, got {new!r} "
-                "(use a new --workdir for another model or data set)"
-            )
+    scaffold_check_resume(saved, config, ARCHITECTURE, ALIASES, other="model or data set")

@@ -19,6 +19,7 @@ import numpy as np
 
 import seqjax
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
+from experiments.scaffold.configs import read_saved_config
 from experiments.speech import decode
 from experiments.speech.config import SpeechConfig, check_resume, validate_config
 from experiments.speech.input_pipeline import (
@@ -37,7 +38,6 @@ from seqjax.train import (
     IncompatibleCheckpointError,
     TrainState,
     batch_indices,
-    config_from_dict,
     make_mesh,
     optimizer_from_config,
     train_loop,
@@ -52,17 +52,7 @@ def saved_config(workdir: str) -> SpeechConfig | None:
     Raises:
       UsageError: ``config.json`` exists but is not a speech configuration.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return config_from_dict(SpeechConfig, json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-        raise UsageError(
-            f"--workdir: expected a speech run directory, got {path!r} that does not hold a "
-            f"speech configuration ({e})"
-        ) from None
+    return read_saved_config(workdir, SpeechConfig, "speech")
 
 
 def load_data(config: SpeechConfig, names=("train", "val", "test"), verbose=False):

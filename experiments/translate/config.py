@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.scaffold import UsageError
-from seqjax.train import TrainConfig, optimizer_from_config
+from experiments.scaffold.configs import FieldChecks, option_name
+from experiments.scaffold.configs import check_resume as scaffold_check_resume
+from seqjax.train import TrainConfig
 
 PAIRS = ("en-fr", "en-de")
 ATTENTIONS = ("additive", "dot", "general", "none")
@@ -106,7 +108,7 @@ ARCHITECTURE = (
 
 def flag(name: str) -> str:
     """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
-    return ALIASES[name][0] if name in ALIASES else "--" + name.replace("_", "-")
+    return option_name(name, ALIASES)
 
 
 def validate_config(config: TranslateConfig) -> None:
@@ -116,8 +118,7 @@ def validate_config(config: TranslateConfig) -> None:
       UsageError: (a ValueError) naming the option, what it expects and what it got.
     """
 
-    def bad(name: str, expected: str) -> UsageError:
-        return UsageError(f"{flag(name)}: expected {expected}, got {getattr(config, name)!r}")
+    checks = FieldChecks(config, ALIASES)
 
     for name, allowed in (
         ("pair", PAIRS),
@@ -127,17 +128,10 @@ def validate_config(config: TranslateConfig) -> None:
         ("optimizer", ("adamw", "adam", "sgd", "rmsprop")),
         ("schedule", ("constant", "cosine", "step")),
     ):
-        if getattr(config, name) not in allowed:
-            raise bad(name, f"one of {', '.join(allowed)}")
+        checks.one_of(name, allowed)
     ints = ("layers", "hidden", "embed", "total_steps", "batch_size", "log_every", "keep")
-    for name in ints + ("train_size", "val_size", "test_size"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise bad(name, "an int >= 1")
-    for name in ("eval_every", "save_every", "warmup_steps", "max_decode", "data_seed", "seed"):
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise bad(name, "an int >= 0")
+    checks.ints(ints + ("train_size", "val_size", "test_size"), 1)
+    checks.ints(("eval_every", "save_every", "warmup_steps", "max_decode", "data_seed", "seed"), 0)
     if config.bidirectional and config.hidden % 2:
         raise UsageError(
             f"--hidden: expected an even size with a bidirectional encoder (hidden / 2 per "
@@ -153,25 +147,9 @@ def validate_config(config: TranslateConfig) -> None:
             "--train-size/--val-size/--test-size: expected at most 400000 examples in all, got "
             f"{config.train_size + config.val_size + config.test_size}"
         )
-    if not config.learning_rate > 0:
-        raise bad("learning_rate", "a number > 0")
-    if config.schedule == "cosine" and config.warmup_steps >= config.total_steps:
-        raise UsageError(
-            f"--warmup-steps: expected fewer than --steps {config.total_steps} for the cosine "
-            f"schedule, got {config.warmup_steps}"
-        )
-    try:
-        optimizer_from_config(config)
-    except ValueError as e:
-        raise UsageError(f"expected a usable optimizer configuration: {e}") from None
+    checks.optimizer()
 
 
 def check_resume(saved: TranslateConfig, config: TranslateConfig) -> None:
     """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
-    for name in ARCHITECTURE:
-        old, new = getattr(saved, name), getattr(config, name)
-        if old != new:
-            raise UsageError(
-                f"{flag(name)}: expected the run's own value {old!r} to resume it, got {new!r} "
-                "(use a new --workdir for another model or data)"
-            )
+    scaffold_check_resume(saved, config, ARCHITECTURE, ALIASES, other="model or data")

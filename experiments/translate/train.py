@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
+from experiments.scaffold.configs import read_saved_config
 from experiments.translate.config import TranslateConfig, check_resume, validate_config
 from experiments.translate.input_pipeline import (
     Dataset,
@@ -40,7 +41,6 @@ from seqjax.train import (
     Checkpointer,
     IncompatibleCheckpointError,
     TrainState,
-    config_from_dict,
     evaluate,
     make_eval_step,
     make_mesh,
@@ -55,19 +55,9 @@ def saved_config(workdir: str) -> TranslateConfig | None:
     """The configuration a run directory was trained with, or None for a new directory.
 
     Raises:
-      UsageError: ``config.json`` exists but is not a translation configuration.
+      UsageError: ``config.json`` exists but is not a translate configuration.
     """
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            return config_from_dict(TranslateConfig, json.load(f))
-    except (OSError, ValueError, TypeError) as e:
-        raise UsageError(
-            f"--workdir: expected a translate run directory, got {path!r} that does not hold a "
-            f"translate configuration ({e})"
-        ) from None
+    return read_saved_config(workdir, TranslateConfig, "translate")
 
 
 def load_dataset(workdir: str) -> Dataset:
