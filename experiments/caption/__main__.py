@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,10 +25,10 @@ from experiments.scaffold import (
     UsageError,
     add_config_arguments,
     add_subcommands,
-    apply_overrides,
     at_least,
     check_output_dir,
     run,
+    train_config,
 )
 
 PROG = "python -m experiments.caption"
@@ -54,17 +53,9 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     from experiments.caption.train import saved_config, train_and_evaluate
 
     check_output_dir("--workdir", args.workdir)
-    base = saved_config(args.workdir)
-    if base is None:
-        base = CaptionConfig(**QUICK) if args.quick else CaptionConfig()
-    elif args.quick:
-        print(
-            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
-            "configuration is used",
-            file=sys.stderr,
-        )
-    config = apply_overrides(base, args)
-    validate_config(config)
+    config = train_config(
+        args, saved_config(args.workdir), CaptionConfig(), CaptionConfig(**QUICK), validate_config
+    )
     return train_and_evaluate(config, args.workdir)
 
 

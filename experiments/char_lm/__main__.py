@@ -34,6 +34,7 @@ from experiments.scaffold import (
     at_least,
     in_range,
     run,
+    train_config,
 )
 from seqjax.data import text as textdata
 
@@ -95,17 +96,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> tuple[CharLMConfig, str]:
-    base = saved_config(args.workdir)
-    if base is None:
-        base = CharLMConfig(**QUICK) if args.quick else CharLMConfig()
-    elif args.quick:
-        print(
-            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
-            "configuration is used",
-            file=sys.stderr,
-        )
-    config = apply_overrides(base, args)
-    validate_config(config)
+    config = train_config(
+        args, saved_config(args.workdir), CharLMConfig(), CharLMConfig(**QUICK), validate_config
+    )
     return config, args.workdir
 
 

@@ -32,6 +32,7 @@ from experiments.scaffold import (
     at_least,
     check_run_dir,
     run,
+    train_config,
 )
 
 PROG = "python -m experiments.music"
@@ -66,17 +67,9 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    base = saved_config(args.workdir)
-    if base is None:
-        base = MusicConfig(**QUICK) if args.quick else MusicConfig()
-    elif args.quick:
-        print(
-            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
-            "configuration is used",
-            file=sys.stderr,
-        )
-    config = apply_overrides(base, args)
-    validate_config(config)
+    config = train_config(
+        args, saved_config(args.workdir), MusicConfig(), MusicConfig(**QUICK), validate_config
+    )
     return train_and_evaluate(config, args.workdir)
 
 

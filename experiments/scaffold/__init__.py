@@ -30,6 +30,7 @@ from experiments.scaffold.configs import (
     check_resume,
     option_name,
     read_saved_config,
+    train_config,
 )
 from experiments.scaffold.distributed import (
     add_distributed_arguments,
@@ -68,6 +69,7 @@ __all__ = [
     "replot",
     "run",
     "run_grid",
+    "train_config",
     "value_parser",
     "write_json",
     "write_outputs",

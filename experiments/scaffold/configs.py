@@ -18,15 +18,17 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from experiments.scaffold.cli import UsageError
+from experiments.scaffold.cli import UsageError, apply_overrides
 from seqjax.train import config_from_dict, optimizer_from_config
 
-__all__ = ["FieldChecks", "check_resume", "option_name", "read_saved_config"]
+__all__ = ["FieldChecks", "check_resume", "option_name", "read_saved_config", "train_config"]
 
 _ConfigT = TypeVar("_ConfigT")
 
@@ -146,3 +148,37 @@ def read_saved_config(workdir: str, config_type: type[_ConfigT], what: str) -> _
             f"--workdir: expected a {what} run directory, got {path!r} that does not hold a "
             f"{what} configuration ({e})"
         ) from None
+
+
+def train_config(
+    args: argparse.Namespace,
+    saved: _ConfigT | None,
+    default: _ConfigT,
+    quick: _ConfigT,
+    validate: Callable[[_ConfigT], None],
+) -> _ConfigT:
+    """The config of a ``train`` command, validated.
+
+    A rerun resumes: the base is the run directory's ``saved`` config (``--quick`` is then ignored,
+    with a note on stderr); a new run starts from ``quick`` with ``--quick``, else ``default``.
+    The command line's ``--field`` options override the base.
+
+    Args:
+      args: the parsed ``train`` arguments (``workdir``, ``quick`` and the config options).
+      saved: :func:`read_saved_config` of ``args.workdir``.
+      default: the experiment's default config.
+      quick: its ``--quick`` config.
+      validate: the experiment's ``validate_config``.
+    """
+    base = saved
+    if base is None:
+        base = quick if args.quick else default
+    elif args.quick:
+        print(
+            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
+            "configuration is used",
+            file=sys.stderr,
+        )
+    config = apply_overrides(base, args)
+    validate(config)
+    return config

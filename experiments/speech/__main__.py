@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,9 +16,9 @@ from experiments.scaffold import (
     ArgumentParser,
     add_config_arguments,
     add_subcommands,
-    apply_overrides,
     at_least,
     run,
+    train_config,
 )
 from experiments.speech.config import ALIASES, CELLS, QUICK, SpeechConfig, validate_config
 from experiments.speech.input_pipeline import SPLITS, voices
@@ -63,17 +62,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace) -> tuple[SpeechConfig, str]:
     from experiments.speech.train import saved_config
 
-    base = saved_config(args.workdir)
-    if base is None:
-        base = SpeechConfig(**QUICK) if args.quick else SpeechConfig()
-    elif args.quick:
-        print(
-            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
-            "configuration is used",
-            file=sys.stderr,
-        )
-    config = apply_overrides(base, args)
-    validate_config(config)
+    config = train_config(
+        args, saved_config(args.workdir), SpeechConfig(), SpeechConfig(**QUICK), validate_config
+    )
     return config, args.workdir
 
 

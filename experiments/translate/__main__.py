@@ -22,6 +22,7 @@ from experiments.scaffold import (
     at_least,
     in_range,
     run,
+    train_config,
 )
 from experiments.translate.config import (
     ALIASES,
@@ -77,17 +78,13 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace) -> TranslateConfig:
     from experiments.translate.train import saved_config
 
-    base = saved_config(args.workdir)
-    if base is None:
-        base = TranslateConfig(**QUICK) if args.quick else TranslateConfig()
-    elif args.quick:
-        print(
-            f"note: {args.workdir} already holds a run; --quick is ignored and its saved "
-            "configuration is used",
-            file=sys.stderr,
-        )
-    config = apply_overrides(base, args)
-    validate_config(config)
+    config = train_config(
+        args,
+        saved_config(args.workdir),
+        TranslateConfig(),
+        TranslateConfig(**QUICK),
+        validate_config,
+    )
     return config
 
 
