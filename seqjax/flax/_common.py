@@ -115,6 +115,39 @@ def processing_order(
     return flip_sequences(ys, seq_lengths, num_batch_dims=n_batch, time_major=time_major)
 
 
+def run_scan(
+    cell: SeqCell,
+    params: PyTree,
+    inputs: Array,
+    *,
+    initial_carry: PyTree,
+    seq_lengths: Array | None,
+    mask: Array | None,
+    reverse: bool,
+    keep_order: bool,
+    time_major: bool,
+    unroll: int,
+    key: Array | None,
+) -> tuple[PyTree, Array]:
+    """:func:`seqjax.scan` with ``nn.RNN``'s options; ``keep_order=False`` flips reverse outputs
+    into processing order. Returns ``(carry, ys)``, ``ys`` as ``inputs`` laid out."""
+    carry, ys = seqjax_scan(
+        cell,
+        params,
+        inputs,
+        carry=initial_carry,
+        lengths=seq_lengths,
+        mask=mask,
+        reverse=reverse,
+        time_major=time_major,
+        unroll=unroll,
+        key=key,
+    )
+    if reverse and not keep_order:
+        ys = processing_order(ys, seq_lengths, mask, time_major)
+    return carry, ys
+
+
 def uses_key(cell: SeqCell, params: PyTree, inputs: Array, time_major: bool = False) -> bool:
     """Whether ``seqjax.scan(cell, params, inputs, key=k)``'s results depend on ``k``.
 

@@ -42,7 +42,6 @@ import jax.numpy as jnp
 
 from seqjax.cells.base import Cell as SeqCell
 from seqjax.flax import _common
-from seqjax.scan import scan as seqjax_scan
 from seqjax.typing import Array, DType, PRNGKey, PyTree
 
 __all__ = ["RNN", "Cell", "params_from_flax", "params_to_flax"]
@@ -418,20 +417,19 @@ class RNN(nn.Module):
         key = None
         if not deterministic and _common.uses_key(self.cell, params, inputs, time_major):
             key = self.make_rng("dropout")
-        carry, ys = seqjax_scan(
+        carry, ys = _common.run_scan(
             self.cell,
             params,
             inputs,
-            carry=initial_carry,
-            lengths=seq_lengths,
+            initial_carry=initial_carry,
+            seq_lengths=seq_lengths,
             mask=mask,
             reverse=reverse,
+            keep_order=keep_order,
             time_major=time_major,
             unroll=self.unroll,
             key=key,
         )
-        if reverse and not keep_order:
-            ys = _common.processing_order(ys, seq_lengths, mask, time_major)
         return (carry, ys) if return_carry else ys
 
     @nn.nowrap

@@ -40,7 +40,6 @@ from flax import nnx
 
 from seqjax.cells.base import Cell as SeqCell
 from seqjax.flax import _common
-from seqjax.scan import scan as seqjax_scan
 from seqjax.typing import Array, DType, PRNGKey, PyTree
 
 __all__ = ["RNN", "Cell"]
@@ -390,18 +389,17 @@ class RNN(nnx.Module):
                     "call; for evaluation call model.eval() or pass deterministic=True"
                 )
             key = _key(source, self.rng_collection, "seqjax.flax.nnx.RNN")
-        carry, ys = seqjax_scan(
+        carry, ys = _common.run_scan(
             self.cell,
             params,
             inputs,
-            carry=initial_carry,
-            lengths=seq_lengths,
+            initial_carry=initial_carry,
+            seq_lengths=seq_lengths,
             mask=mask,
             reverse=reverse,
+            keep_order=keep_order,
             time_major=time_major,
             unroll=self.unroll,
             key=key,
         )
-        if reverse and not keep_order:
-            ys = _common.processing_order(ys, seq_lengths, mask, time_major)
         return (carry, ys) if return_carry else ys
