@@ -1,20 +1,18 @@
 """Training, resuming and restoring a captioning run directory.
 
 Files in the run directory: ``config.json``, ``checkpoints/``, ``metrics.jsonl``,
-``tensorboard/``, ``learning_curves.png``, ``timing.json`` and ``results.json`` (validation
+``tensorboard/``, ``learning_curves.png``, ``timeline.jsonl`` and ``results.json`` (validation
 loss, word accuracy and greedy exact match, parameters, wall time). The scenes are a function
 of the configuration (seeds) and the installed object images, so no data file is stored.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from experiments.caption.config import CaptionConfig, check_resume, validate_config
 from experiments.caption.input_pipeline import (
@@ -31,16 +29,14 @@ from experiments.caption.model import (
     init_params,
     make_loss_fn,
 )
-from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
+from experiments.scaffold import check_output_dir, check_run_dir, write_json
 from experiments.scaffold.configs import read_saved_config
+from experiments.scaffold.restore import restore_params
+from experiments.scaffold.timeline import Timeline
 from seqjax.train import (
-    Checkpointer,
-    IncompatibleCheckpointError,
-    TrainState,
     evaluate,
     make_eval_step,
     make_mesh,
-    optimizer_from_config,
     train_loop,
 )
 
@@ -88,7 +84,7 @@ def train_and_evaluate(
     model = build_model(config)
     loss_fn = make_loss_fn(model)
     mesh = make_mesh()
-    timing = _Timing(workdir)
+    timeline = Timeline(workdir, every=50, total_steps=config.total_steps)
     result = train_loop(
         config,
         workdir,
@@ -97,7 +93,7 @@ def train_and_evaluate(
         train_batch=lambda step: train_batch(train_bank, config, step),
         eval_batches=lambda: [val],
         mesh=mesh,
-        hooks=(timing,),
+        hooks=(timeline,),
         verbose=verbose,
     )
     params = result.state.params
@@ -117,7 +113,7 @@ def train_and_evaluate(
         "val_exact_match_greedy": exact,
         "params": count_params(model),
         "decoder_hidden": _decoder_hidden(model),
-        "train_elapsed_s": timing.total(),
+        "train_elapsed_s": timeline.elapsed(),
         "session_s": time.perf_counter() - session_start,
         "resumed_from": result.resumed_from,
         "load_average": os.getloadavg()[0],
@@ -137,26 +133,6 @@ def train_and_evaluate(
 def _decoder_hidden(model: Captioner) -> int:
     cell = model.decoder.cell if model.attentional else model.decoder  # type: ignore[attr-defined]
     return int(cell.output_size)
-
-
-class _Timing:
-    """Hook adding up training wall time over resumed sessions (``timing.json``)."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "timing.json")
-        self.before = 0.0
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self.before = float(json.load(f)["train_elapsed_s"])
-        self.start = time.perf_counter()
-
-    def total(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def __call__(self, step: int, state: TrainState) -> None:
-        del state
-        if step % 50 == 0:
-            write_json(self.path, {"train_elapsed_s": self.total(), "step": step})
 
 
 # -- restoring ----------------------------------------------------------------------------------
@@ -180,22 +156,5 @@ def restore(workdir: str, step: int | None = None) -> Model:
     config = saved_config(workdir)
     assert config is not None  # check_run_dir saw config.json
     model = build_model(config)
-    shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
-    params0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    template = TrainState.create(params0, optimizer_from_config(config), 0)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        steps = ckpt.all_steps()
-        if not steps:
-            raise UsageError(
-                f"--workdir: expected a run with a checkpoint, got none in {workdir}/checkpoints"
-            )
-        if step is not None and step not in steps:
-            raise UsageError(f"--step: expected one of the saved steps {list(steps)}, got {step}")
-        try:
-            state, got = ckpt.restore(template, step)
-        except IncompatibleCheckpointError as e:
-            raise UsageError(f"--workdir: expected checkpoints of the run's model; {e}") from None
-    finally:
-        ckpt.close()
-    return Model(config, model, state.params, int(got))
+    params, got = restore_params(workdir, config, lambda key: init_params(model, key), step=step)
+    return Model(config, model, params, got)

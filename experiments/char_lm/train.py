@@ -8,13 +8,11 @@ Files in the run directory: ``config.json``, ``vocab.json``, ``checkpoints/``,
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import seqjax
@@ -28,15 +26,14 @@ from experiments.char_lm.input_pipeline import (
 from experiments.char_lm.model import CharLMParams, build_cell, init_params, make_loss_fn
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
 from experiments.scaffold.configs import read_saved_config
+from experiments.scaffold.restore import restore_params
+from experiments.scaffold.timeline import Timeline
 from seqjax.data import text as textdata
 from seqjax.train import (
-    Checkpointer,
-    IncompatibleCheckpointError,
     TrainState,
     evaluate,
     make_eval_step,
     make_mesh,
-    optimizer_from_config,
     stream_window,
     train_loop,
 )
@@ -62,55 +59,6 @@ def load_vocab(workdir: str) -> textdata.Vocab:
     check_run_dir("--workdir", workdir, ["vocab.json"], TRAIN_COMMAND)
     with open(os.path.join(workdir, "vocab.json"), encoding="utf-8") as f:
         return textdata.Vocab.from_json(f.read())
-
-
-class _Timeline:
-    """Hook writing wall time (summed over resumed sessions) and train-slice loss at evals."""
-
-    def __init__(self, workdir, config, eval_step, batches, eval_carry, mesh):
-        self.path = os.path.join(workdir, "timeline.jsonl")
-        self.config = config
-        self.offset = 0.0
-        self.records = []
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self.records = [json.loads(line) for line in f if line.strip()]
-        self.start = time.perf_counter()
-        self.eval_step, self.batches = eval_step, batches
-        self.eval_carry, self.mesh = eval_carry, mesh
-
-    def resume_at(self, step: int) -> None:
-        """Drops records after ``step`` (from an interrupted session) and keeps its time."""
-        kept = [r for r in self.records if r["step"] <= step]
-        self.offset = kept[-1]["elapsed_s"] if kept else 0.0
-        if jax.process_index() != 0:  # several processes: process 0 writes the file
-            return
-        with open(self.path, "w", encoding="utf-8") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        self.start = time.perf_counter()
-
-    def elapsed_at(self, step: int) -> float:
-        """Training wall time up to ``step`` (from its record; else up to now)."""
-        with open(self.path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip() and json.loads(line)["step"] == step:
-                    return float(json.loads(line)["elapsed_s"])
-        return self.offset + time.perf_counter() - self.start
-
-    def __call__(self, step: int, state: TrainState) -> None:
-        c = self.config
-        if not ((c.eval_every and step % c.eval_every == 0) or step == c.total_steps):
-            return
-        rec = {"step": step, "elapsed_s": self.offset + time.perf_counter() - self.start}
-        if self.batches is not None:
-            m = evaluate(self.eval_step, state.params, self.batches, self.mesh, self.eval_carry)
-            rec["train_eval_loss"] = m["loss"]
-            rec["train_eval_bits"] = m["bits"]
-        if jax.process_index() != 0:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
 
 
 def train_and_evaluate(
@@ -172,21 +120,19 @@ def train_and_evaluate(
     V = corpus.vocab.size
     mesh = make_mesh()
     eval_step = make_eval_step(loss_fn)
-    timeline = _Timeline(
-        workdir,
-        config,
-        eval_step,
-        None if train_slice is None else windows(train_slice, config.seq_len),
-        None if train_slice is None else cell.initial_carry((train_slice.shape[0],)),
-        mesh,
+    train_eval_batches = None if train_slice is None else windows(train_slice, config.seq_len)
+
+    def measure(step: int, state: TrainState) -> dict[str, float]:
+        """The loss on a training slice without dropout, beside the validation loss."""
+        if train_slice is None:
+            return {}
+        carry = cell.initial_carry((train_slice.shape[0],))
+        m = evaluate(eval_step, state.params, train_eval_batches, mesh, carry)
+        return {"train_eval_loss": m["loss"], "train_eval_bits": m["bits"]}
+
+    timeline = Timeline(
+        workdir, every=config.eval_every, total_steps=config.total_steps, measure=measure
     )
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    resumed = None
-    if os.path.isdir(ckpt_dir):
-        probe = Checkpointer(ckpt_dir)
-        resumed = probe.latest_step()
-        probe.close()
-    timeline.resume_at(resumed or 0)
 
     result = train_loop(
         config,
@@ -274,27 +220,14 @@ def restore(workdir: str, step: int | None = None) -> Model:
     assert config is not None  # check_run_dir saw config.json
     vocab = load_vocab(workdir)
     cell = build_cell(config)
-    shapes = jax.eval_shape(lambda: init_params(cell, config, vocab.size, jax.random.key(0)))
-    params0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    template = TrainState.create(
-        params0, optimizer_from_config(config), 0, carry=cell.initial_carry((config.batch_size,))
+    params, got = restore_params(
+        workdir,
+        config,
+        lambda key: init_params(cell, config, vocab.size, key),
+        step=step,
+        carry=cell.initial_carry((config.batch_size,)),
     )
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        steps = ckpt.all_steps()
-        if not steps:
-            raise UsageError(
-                f"--workdir: expected a run with a checkpoint, got none in {workdir}/checkpoints"
-            )
-        if step is not None and step not in steps:
-            raise UsageError(f"--step: expected one of the saved steps {list(steps)}, got {step}")
-        try:
-            state, got = ckpt.restore(template, step)
-        except IncompatibleCheckpointError as e:
-            raise UsageError(f"--workdir: expected checkpoints of the run's model; {e}") from None
-    finally:
-        ckpt.close()
-    return Model(config, vocab, cell, state.params, int(got))
+    return Model(config, vocab, cell, params, got)
 
 
 def evaluate_run(workdir: str, step: int | None = None) -> dict[str, Any]:

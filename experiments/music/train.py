@@ -14,7 +14,6 @@ import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import seqjax
@@ -29,14 +28,12 @@ from experiments.scaffold import (
     write_json,
 )
 from experiments.scaffold.configs import read_saved_config
+from experiments.scaffold.restore import restore_params
+from experiments.scaffold.timeline import Timeline
 from seqjax.train import (
-    Checkpointer,
-    IncompatibleCheckpointError,
-    TrainState,
     evaluate,
     make_eval_step,
     make_mesh,
-    optimizer_from_config,
     train_loop,
 )
 
@@ -63,43 +60,6 @@ def _check_manifest(workdir: str, data: Dataset) -> None:
             f"--workdir: expected the chorales {workdir} was trained on, got another split "
             "(the music21 corpus or the cache changed); use a new --workdir"
         )
-
-
-class _Timeline:
-    """Hook writing training wall time (summed over resumed sessions, without its own test
-    evaluations) and the test NLL per frame at every evaluation step."""
-
-    def __init__(self, workdir: str, config: MusicConfig, eval_step, test_batches, mesh):
-        self.path = os.path.join(workdir, "timeline.jsonl")
-        self.config, self.eval_step, self.batches, self.mesh = config, eval_step, test_batches, mesh
-        self.records: list[dict[str, Any]] = []
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self.records = [json.loads(line) for line in f if line.strip()]
-        self.offset, self.start = 0.0, time.perf_counter()
-
-    def resume_at(self, step: int) -> None:
-        """Drops records after ``step`` (an interrupted session) and keeps its time."""
-        self.records = [r for r in self.records if r["step"] <= step]
-        self.offset = self.records[-1]["elapsed_s"] if self.records else 0.0
-        if is_main_process():
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.records)
-        self.start = time.perf_counter()
-
-    def __call__(self, step: int, state: TrainState) -> None:
-        c = self.config
-        if not ((c.eval_every and step % c.eval_every == 0) or step == c.total_steps):
-            return
-        elapsed = self.offset + time.perf_counter() - self.start
-        t0 = time.perf_counter()
-        m = evaluate(self.eval_step, state.params, self.batches, self.mesh)
-        rec = {"step": step, "elapsed_s": elapsed, "test_nll": m["loss"]}
-        self.records.append(rec)
-        if is_main_process():
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
-        self.start += time.perf_counter() - t0  # the test evaluation is not training time
 
 
 def _n_params(tree) -> int:
@@ -145,14 +105,16 @@ def train_and_evaluate(config: MusicConfig, workdir: str, *, verbose: bool = Tru
     length = -(-max(c.frames for c in data.valid + data.test) // 16) * 16
     valid_b, test_b = eval_batches(data.valid, length), eval_batches(data.test, length)
     mesh = make_mesh()
-    timeline = _Timeline(workdir, config, eval_step, test_b, mesh)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    resumed = None
-    if os.path.isdir(ckpt_dir):
-        probe = Checkpointer(ckpt_dir)
-        resumed = probe.latest_step()
-        probe.close()
-    timeline.resume_at(resumed or 0)
+    timeline = Timeline(
+        workdir,
+        every=config.eval_every,
+        total_steps=config.total_steps,
+        # the test NLL at every evaluation step (the figure's curve), not counted as training
+        measure=lambda step, state: {
+            "test_nll": evaluate(eval_step, state.params, test_b, mesh)["loss"]
+        },
+        exclude_measure_time=True,
+    )
 
     result = train_loop(
         config,
@@ -229,31 +191,15 @@ def restore(workdir: str, step: int | str | None = "best") -> Model:
     with open(os.path.join(workdir, "data.json"), encoding="utf-8") as f:
         manifest = json.load(f)
     cell = build_cell(config)
-    shapes = jax.eval_shape(lambda: init_params(cell, config, jax.random.key(0)))
-    params0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    template = TrainState.create(params0, optimizer_from_config(config), 0)
-    ckpt = Checkpointer(
-        os.path.join(workdir, "checkpoints"),
+    params, got = restore_params(
+        workdir,
+        config,
+        lambda key: init_params(cell, config, key),
+        step=step,
         best_metric=config.best_metric,
         best_mode=config.best_mode,
     )
-    try:
-        steps = ckpt.all_steps()
-        if not steps:
-            raise UsageError(
-                f"--workdir: expected a run with a checkpoint, got none in {workdir}/checkpoints"
-            )
-        if step == "best":
-            step = ckpt.best_step() or steps[-1]
-        if step is not None and step not in steps:
-            raise UsageError(f"--step: expected one of the saved steps {list(steps)}, got {step}")
-        try:
-            state, got = ckpt.restore(template, step)  # type: ignore[arg-type]
-        except IncompatibleCheckpointError as e:
-            raise UsageError(f"--workdir: expected checkpoints of the run's model; {e}") from None
-    finally:
-        ckpt.close()
-    return Model(config, cell, state.params, int(got or 0), manifest)
+    return Model(config, cell, params, got, manifest)
 
 
 def evaluate_run(workdir: str, step: int | None = None) -> dict[str, Any]:

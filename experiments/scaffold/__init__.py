@@ -10,6 +10,8 @@ from these pieces:
 - :mod:`experiments.scaffold.configs`: checks of a config's fields named by their options,
   the resume check, and reading back a run's ``config.json``;
 - :mod:`experiments.scaffold.results`: JSON/Markdown/PNG writers and :func:`run_grid`;
+- :mod:`experiments.scaffold.restore`: a run's parameters from its checkpoints;
+- :mod:`experiments.scaffold.timeline`: training wall time over resumed sessions (a hook);
 - :mod:`experiments.scaffold.distributed`: ``--coordinator``/``--num-processes``/
   ``--process-id`` (or JAX's auto-detection) on every command, process 0 prints.
 """
@@ -37,6 +39,7 @@ from experiments.scaffold.distributed import (
     initialize_from_args,
     is_main_process,
 )
+from experiments.scaffold.restore import restore_params
 from experiments.scaffold.results import (
     markdown_table,
     pyplot,
@@ -45,6 +48,7 @@ from experiments.scaffold.results import (
     write_json,
     write_outputs,
 )
+from experiments.scaffold.timeline import Timeline
 
 __all__ = [
     "FieldChecks",
@@ -52,6 +56,7 @@ __all__ = [
     "option_name",
     "read_saved_config",
     "ArgumentParser",
+    "Timeline",
     "UsageError",
     "add_config_arguments",
     "add_distributed_arguments",
@@ -67,6 +72,7 @@ __all__ = [
     "markdown_table",
     "pyplot",
     "replot",
+    "restore_params",
     "run",
     "run_grid",
     "train_config",

@@ -8,7 +8,6 @@ wall time, summed over resumed sessions), ``lm.npz`` (the character LM),
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, NamedTuple
@@ -20,6 +19,8 @@ import numpy as np
 import seqjax
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
 from experiments.scaffold.configs import read_saved_config
+from experiments.scaffold.restore import restore_params
+from experiments.scaffold.timeline import Timeline
 from experiments.speech import decode
 from experiments.speech.config import SpeechConfig, check_resume, validate_config
 from experiments.speech.input_pipeline import (
@@ -34,12 +35,8 @@ from experiments.speech.input_pipeline import (
 from experiments.speech.model import SpeechParams, build_cell, init_params, make_loss_fn
 from seqjax.data import audio
 from seqjax.train import (
-    Checkpointer,
-    IncompatibleCheckpointError,
-    TrainState,
     batch_indices,
     make_mesh,
-    optimizer_from_config,
     train_loop,
 )
 
@@ -72,39 +69,6 @@ def load_data(config: SpeechConfig, names=("train", "val", "test"), verbose=Fals
         )
         for name in names
     }
-
-
-class _Timeline:
-    """Hook writing the training wall time (summed over resumed sessions) at evaluations."""
-
-    def __init__(self, workdir: str, config: SpeechConfig):
-        self.path = os.path.join(workdir, "timeline.jsonl")
-        self.config = config
-        self.records = []
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self.records = [json.loads(line) for line in f if line.strip()]
-        self.offset, self.start = 0.0, time.perf_counter()
-
-    def resume_at(self, step: int) -> None:
-        kept = [r for r in self.records if r["step"] <= step]
-        self.offset = kept[-1]["elapsed_s"] if kept else 0.0
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
-        self.records, self.start = kept, time.perf_counter()
-
-    def elapsed(self) -> float:
-        return self.offset + time.perf_counter() - self.start
-
-    def __call__(self, step: int, state: TrainState) -> None:
-        c = self.config
-        if (c.eval_every and step % c.eval_every == 0) or step == c.total_steps:
-            rec = {"step": step, "elapsed_s": self.elapsed()}
-            if self.records and self.records[-1]["step"] == step:
-                return
-            self.records.append(rec)
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
 
 
 def train_and_evaluate(
@@ -141,14 +105,7 @@ def train_and_evaluate(
     # eval steps compile once per bucket.
     bounds = length_bounds(max_frames(*data.values()), config.subsample, config.length_buckets)
     val_batches = eval_batches(val, config.batch_size, config.subsample, config.max_digits, bounds)
-    timeline = _Timeline(workdir, config)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    resumed = None
-    if os.path.isdir(ckpt_dir):
-        probe = Checkpointer(ckpt_dir)
-        resumed = probe.latest_step()
-        probe.close()
-    timeline.resume_at(resumed or 0)
+    timeline = Timeline(workdir, every=config.eval_every, total_steps=config.total_steps)
 
     def train_batch(step: int) -> dict[str, np.ndarray]:
         idx = batch_indices(step, len(train), config.batch_size, config.seed)
@@ -219,22 +176,8 @@ def restore(workdir: str) -> Model:
     config = saved_config(workdir)
     assert config is not None  # check_run_dir saw config.json
     cell = build_cell(config)
-    shapes = jax.eval_shape(lambda: init_params(cell, config, jax.random.key(0)))
-    params0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    template = TrainState.create(params0, optimizer_from_config(config), 0)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        if not ckpt.all_steps():
-            raise UsageError(
-                f"--workdir: expected a run with a checkpoint, got none in {workdir}/checkpoints"
-            )
-        try:
-            state, got = ckpt.restore(template)
-        except IncompatibleCheckpointError as e:
-            raise UsageError(f"--workdir: expected checkpoints of the run's model; {e}") from None
-    finally:
-        ckpt.close()
-    return Model(config, cell, state.params, decode.load_lm(config, workdir), int(got or 0))
+    params, got = restore_params(workdir, config, lambda key: init_params(cell, config, key))
+    return Model(config, cell, params, decode.load_lm(config, workdir), got)
 
 
 def evaluate_run(workdir: str) -> dict[str, Any]:

@@ -15,10 +15,11 @@ import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from experiments.scaffold import UsageError, check_output_dir, check_run_dir, write_json
 from experiments.scaffold.configs import read_saved_config
+from experiments.scaffold.restore import restore_params
+from experiments.scaffold.timeline import Timeline
 from experiments.translate.config import TranslateConfig, check_resume, validate_config
 from experiments.translate.input_pipeline import (
     Dataset,
@@ -38,13 +39,9 @@ from experiments.translate.model import (
     make_loss_fn,
 )
 from seqjax.train import (
-    Checkpointer,
-    IncompatibleCheckpointError,
-    TrainState,
     evaluate,
     make_eval_step,
     make_mesh,
-    optimizer_from_config,
     train_loop,
 )
 
@@ -123,7 +120,7 @@ def train_and_evaluate(
     model = build_model(config, ds.source_vocab.size, ds.target_vocab.size)
     loss_fn = make_loss_fn(model)
     mesh = make_mesh()
-    timing = _Timing(workdir)
+    timeline = Timeline(workdir, every=50, total_steps=config.total_steps)
     result = train_loop(
         config,
         workdir,
@@ -132,7 +129,7 @@ def train_and_evaluate(
         train_batch=lambda step: train_batch(train, step, config.batch_size, config.seed),
         eval_batches=lambda: [val],
         mesh=mesh,
-        hooks=(timing,),
+        hooks=(timeline,),
         verbose=verbose,
     )
     params = result.state.params
@@ -149,7 +146,7 @@ def train_and_evaluate(
         "val_token_accuracy": metrics["accuracy"],
         "val_exact_match_greedy": exact_match(hyps, ds.target["val"]),
         "params": count_params(model),
-        "train_elapsed_s": timing.total(),
+        "train_elapsed_s": timeline.elapsed(),
         "session_s": time.perf_counter() - session_start,
         "resumed_from": result.resumed_from,
         "load_average": os.getloadavg()[0],
@@ -164,26 +161,6 @@ def train_and_evaluate(
             flush=True,
         )
     return results
-
-
-class _Timing:
-    """Hook adding up training wall time over resumed sessions (``timing.json``)."""
-
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, "timing.json")
-        self.before = 0.0
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                self.before = float(json.load(f)["train_elapsed_s"])
-        self.start = time.perf_counter()
-
-    def total(self) -> float:
-        return self.before + time.perf_counter() - self.start
-
-    def __call__(self, step: int, state: TrainState) -> None:
-        del state
-        if step % 50 == 0:
-            write_json(self.path, {"train_elapsed_s": self.total(), "step": step})
 
 
 # -- restoring ----------------------------------------------------------------------------------
@@ -211,22 +188,5 @@ def restore(workdir: str, step: int | None = None) -> Model:
     assert config is not None  # check_run_dir saw config.json
     ds = load_dataset(workdir)
     model = build_model(config, ds.source_vocab.size, ds.target_vocab.size)
-    shapes = jax.eval_shape(lambda: init_params(model, jax.random.key(0)))
-    params0 = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
-    template = TrainState.create(params0, optimizer_from_config(config), 0)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    try:
-        steps = ckpt.all_steps()
-        if not steps:
-            raise UsageError(
-                f"--workdir: expected a run with a checkpoint, got none in {workdir}/checkpoints"
-            )
-        if step is not None and step not in steps:
-            raise UsageError(f"--step: expected one of the saved steps {list(steps)}, got {step}")
-        try:
-            state, got = ckpt.restore(template, step)
-        except IncompatibleCheckpointError as e:
-            raise UsageError(f"--workdir: expected checkpoints of the run's model; {e}") from None
-    finally:
-        ckpt.close()
-    return Model(config, ds, model, state.params, int(got))
+    params, got = restore_params(workdir, config, lambda key: init_params(model, key), step=step)
+    return Model(config, ds, model, params, got)
