@@ -3,7 +3,7 @@
 The main job of seqjax::
 
     python -m experiments.char_lm train --workdir runs/shakespeare            # ~30 min, 2 CPU cores
-    python -m experiments.char_lm train --workdir runs/quick --quick          # ~1 min
+    python -m experiments.char_lm train --workdir runs/quick --quick          # ~25 s
     python -m experiments.char_lm generate --workdir runs/shakespeare --prompt "ROMEO:" --length 500
     python -m experiments.char_lm evaluate --workdir runs/shakespeare         # val/test bits/char
 

@@ -79,7 +79,7 @@ class CharLMConfig(TrainConfig):
     save_every: int = 250
 
 
-#: ``--quick``: a small model that trains in about a minute on two CPU cores.
+#: ``--quick``: a small model that trains in about 25 s on an idle 2-core CPU (23 s measured).
 QUICK = dict(
     layers=1,
     hidden=256,

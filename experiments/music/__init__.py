@@ -4,7 +4,7 @@ The comparison where gated units were first measured head to head (Chung et al. 
 four-part chorales of ``music21``'s corpus (:mod:`seqjax.data.music`)::
 
     python -m experiments.music train --workdir runs/chorales --cell gru       # a few minutes
-    python -m experiments.music train --workdir runs/quick --quick             # ~1 min
+    python -m experiments.music train --workdir runs/quick --quick             # ~10 s
     python -m experiments.music generate --workdir runs/chorales --out chorale.mid --primer 269
     python -m experiments.music evaluate --workdir runs/chorales               # NLL per frame
     python -m experiments.music compare                                        # the results grid

@@ -149,7 +149,7 @@ def parser() -> ArgumentParser:
         epilog="A run directory remembers its configuration: running train again on it resumes.",
     )
     p.add_argument("--workdir", required=True, help="run directory")
-    p.add_argument("--quick", action="store_true", help="a short run (about a minute)")
+    p.add_argument("--quick", action="store_true", help="a short run (about 10 s)")
     _config_arguments(p)
     p.set_defaults(handler=_train)
 

@@ -47,7 +47,9 @@ HELP = {
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="runs/speech", help="run directory (default: %(default)s)")
     p.add_argument(
-        "--quick", action="store_true", help="a small model on 800 utterances (a few minutes)"
+        "--quick",
+        action="store_true",
+        help="a small model on 800 utterances (~35 s once synthesised)",
     )
     add_config_arguments(
         p,

@@ -3,7 +3,7 @@
 ::
 
     python -m experiments.translate train --workdir runs/translate_fr          # default run
-    python -m experiments.translate train --workdir runs/quick --quick         # ~2 min
+    python -m experiments.translate train --workdir runs/quick --quick         # ~20 s
     python -m experiments.translate translate --workdir runs/translate_fr "forty-two"
     echo "three hundred and forty-two" | python -m experiments.translate translate --workdir W
     python -m experiments.translate evaluate --workdir runs/translate_fr       # JSON metrics

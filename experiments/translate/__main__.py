@@ -205,9 +205,7 @@ def parser() -> ArgumentParser:
         "it resumes exactly, and flags given again override the training fields.",
     )
     p.add_argument("--workdir", required=True, help="run directory")
-    p.add_argument(
-        "--quick", action="store_true", help="a small model on 8,000 pairs (about two minutes)"
-    )
+    p.add_argument("--quick", action="store_true", help="a small model on 8,000 pairs (about 20 s)")
     _config_arguments(p)
     p.set_defaults(handler=_train)
 
