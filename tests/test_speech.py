@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import soundfile as sf
@@ -20,7 +21,7 @@ from experiments.scaffold import UsageError
 from experiments.speech import __main__ as cli
 from experiments.speech import input_pipeline as ip
 from experiments.speech.config import SpeechConfig
-from experiments.speech.train import train_and_evaluate
+from experiments.speech.train import restore, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,6 +152,33 @@ def test_train_checkpoint_resume_and_loss_down(run_dir):
     for name in ("greedy", "beam2", "beam2_lm"):
         assert 0 <= second["test"][name]["cer"] and 0 <= second["test"][name]["wer"]
     assert os.path.exists(os.path.join(workdir, "lm.npz"))
+
+
+def test_resume_after_interruption_is_bit_identical(cache, tmp_path):
+    """A run that lost its last checkpoint resumes to the very same losses and parameters."""
+    config = dataclasses.replace(TINY, total_steps=8, save_every=4)
+    workdir = str(tmp_path / "run")
+    first = train_and_evaluate(config, workdir, verbose=False)
+    assert first["step"] == 8 and first["resumed_from"] is None
+    straight = restore(workdir)
+
+    def losses():
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            rows = [r for r in map(json.loads, f) if r.get("split") == "train"]
+        return [(r["step"], r["loss"]) for r in rows]
+
+    straight_losses = losses()
+    assert [s for s, _ in straight_losses] == list(range(1, 9))
+    # As if the process died after saving step 4: steps 5-8 are trained again.
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "8"))
+    again = train_and_evaluate(config, workdir, verbose=False)
+    assert again["step"] == 8 and again["resumed_from"] == 4
+    resumed = restore(workdir)
+    assert resumed.step == 8 and losses() == straight_losses
+    leaves = jax.tree.leaves(straight.params)
+    assert len(leaves) == len(jax.tree.leaves(resumed.params)) > 0
+    for a, b in zip(leaves, jax.tree.leaves(resumed.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_evaluate_json(run_dir, capsys):
