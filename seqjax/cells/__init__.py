@@ -12,7 +12,9 @@ from seqjax.cells.min_rnn import (
     MinLSTMCarry,
     MinLSTMParams,
 )
+from seqjax.cells.mlstm import MLSTM, MLSTMCarry, MLSTMParams
 from seqjax.cells.rnn import SimpleRNN, SimpleRNNCarry, SimpleRNNParams
+from seqjax.cells.slstm import SLSTM, SLSTMCarry, SLSTMParams
 
 __all__ = [
     "GREFF_VARIANTS",
@@ -30,9 +32,15 @@ __all__ = [
     "MinLSTM",
     "MinLSTMCarry",
     "MinLSTMParams",
+    "MLSTM",
+    "MLSTMCarry",
+    "MLSTMParams",
     "SimpleRNN",
     "SimpleRNNCarry",
     "SimpleRNNParams",
+    "SLSTM",
+    "SLSTMCarry",
+    "SLSTMParams",
     "cell_from_config",
     "cell_to_config",
 ]

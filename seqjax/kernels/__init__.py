@@ -18,7 +18,12 @@ Dispatch for ``impl="auto"`` (the default), highest priority first:
    carries only ``dh``/``dc``, optional chunked remat (per-chunk weight-gradient matmuls);
 3. **parallel** (:mod:`seqjax.kernels.parallel`) for MinGRU and MinLSTM on GPU/TPU (on CPU only
    when forced with ``impl="parallel"``): a log-space ``jax.lax.associative_scan`` over time;
-4. **reference** (:func:`seqjax.scan_engine.reference_scan`): ``project_inputs`` once, then
+   on CPU **sequential** (same module): chunks of steps, one input-projection matmul and the
+   gate math per chunk, the linear recurrence inside, a hand-written backward;
+4. **chunkwise** and **parallel** (:mod:`seqjax.kernels.mlstm`) for MLSTM: the chunk-wise form
+   when the sequence is longer than one chunk, the quadratic parallel form only when forced
+   (:data:`seqjax.kernels.mlstm.AUTO_RULE`);
+5. **reference** (:func:`seqjax.scan_engine.reference_scan`): ``project_inputs`` once, then
    ``lax.scan`` of ``Cell.step`` differentiated by JAX (``remat`` checkpoints chunks of steps).
 
 The options (``remat``, ``compute_dtype``, ``impl``) reach every layer as one
@@ -34,8 +39,9 @@ import jax
 from seqjax.cells.gru import GRU
 from seqjax.cells.lstm import LSTM
 from seqjax.cells.min_rnn import MinGRU, MinLSTM
+from seqjax.cells.mlstm import MLSTM
 from seqjax.cells.rnn import SimpleRNN
-from seqjax.kernels import cudnn, fused, parallel
+from seqjax.kernels import cudnn, fused, mlstm, parallel
 from seqjax.kernels.fused import fused_scan, unsupported_reason
 from seqjax.scan_engine import (
     choose,
@@ -53,6 +59,7 @@ __all__ = [
     "eigen_dots_supported",
     "fused",
     "fused_scan",
+    "mlstm",
     "parallel",
     "reference_scan",
     "scan_layer",
@@ -82,6 +89,27 @@ for _cell_type in (MinGRU, MinLSTM):
         run=parallel.run_layer,
         unsupported_reason=parallel.layer_unsupported_reason,
     )
+    register_kernel(
+        _cell_type,
+        name="sequential",
+        priority=4,
+        run=parallel.run_sequential,
+        unsupported_reason=parallel.sequential_unsupported_reason,
+    )
+register_kernel(
+    MLSTM,
+    name="chunkwise",
+    priority=5,
+    run=mlstm.run_chunkwise,
+    unsupported_reason=mlstm.chunkwise_unsupported_reason,
+)
+register_kernel(
+    MLSTM,
+    name="parallel",
+    priority=4,
+    run=mlstm.run_parallel,
+    unsupported_reason=mlstm.parallel_unsupported_reason,
+)
 
 
 # An experimental per-compile XLA:CPU option that sends float32 dots to Eigen instead of
