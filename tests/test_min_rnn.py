@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import seqjax
-from seqjax.kernels.parallel import linear_scan
+from seqjax.kernels.parallel import linear_scan, sequential_scan
 
 I, H = 3, 4
 CELLS = {"mingru": seqjax.MinGRU, "minlstm": seqjax.MinLSTM}
@@ -120,7 +120,7 @@ def test_scan_equals_python_loop(name, batch, T, kind, reverse, x64):
         valid = np.asarray(jax.random.bernoulli(k4, 0.6, batch + (T,)))
         kwargs["mask"] = jnp.asarray(valid)
     h_ref, ys_ref = python_loop(cell, params, carry, xs, valid, reverse)
-    for impl in ("reference", "parallel"):
+    for impl in ("reference", "parallel", "sequential"):
         final, ys = seqjax.scan(cell, params, xs, carry=carry, reverse=reverse, impl=impl, **kwargs)
         np.testing.assert_allclose(np.asarray(ys), ys_ref, rtol=1e-10, atol=1e-12, err_msg=impl)
         np.testing.assert_allclose(np.asarray(final.h), h_ref, rtol=1e-10, atol=1e-12)
@@ -140,13 +140,66 @@ def test_parallel_equals_reference_in_value_and_gradient(name, x64):
         final, ys = seqjax.scan(cell, params, xs, carry=carry, mask=mask, reverse=True, impl=impl)
         return jnp.sum(ys * jnp.cos(ys)) + jnp.sum(final.h**2)
 
-    val_p, grad_p = jax.value_and_grad(lambda *a: loss("parallel", *a), (0, 1, 2))(params, xs, h0)
     val_r, grad_r = jax.value_and_grad(lambda *a: loss("reference", *a), (0, 1, 2))(params, xs, h0)
-    np.testing.assert_allclose(val_p, val_r, rtol=1e-12)
-    for gp, gr in zip(
-        jax.tree_util.tree_leaves(grad_p), jax.tree_util.tree_leaves(grad_r), strict=True
+    for impl in ("parallel", "sequential"):
+        val, grad = jax.value_and_grad(lambda *a, impl=impl: loss(impl, *a), (0, 1, 2))(
+            params, xs, h0
+        )
+        np.testing.assert_allclose(val, val_r, rtol=1e-12)
+        for g, gr in zip(
+            jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(grad_r), strict=True
+        ):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(gr), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_sequential_chunks_equal_reference_in_value_and_gradient(name, reverse, x64):
+    """Several chunks and a shorter last one (T=11, chunk 4), holes, reverse: float64 grads of
+    the parameters, the inputs and the initial state equal the reference scan's."""
+    cell = CELLS[name](H, param_dtype=jnp.float64)
+    k1, k2, k3 = jax.random.split(jax.random.key(12), 3)
+    params = random_params(cell, k1)
+    xs = 2.0 * jax.random.normal(k2, (11, 2, 3, I), jnp.float64)  # time-major, batch (2, 3)
+    h0 = jax.random.normal(k3, (2, 3, H), jnp.float64)
+    mask = jnp.asarray(np.random.default_rng(2).random((11, 2, 3)) < 0.7)
+
+    def loss(run, params, xs, h0):
+        final, ys = run(params, xs, h0)
+        return jnp.sum(ys * jnp.cos(ys)) + jnp.sum(final**2)
+
+    def sequential(params, xs, h0):
+        return sequential_scan(cell, params, h0, xs, mask, reverse=reverse, chunk=4, unroll=3)
+
+    def reference(params, xs, h0):
+        carry = type(cell.initial_carry())(h=h0)
+        final, ys = seqjax.scan(
+            cell,
+            params,
+            xs,
+            carry=carry,
+            mask=mask,
+            reverse=reverse,
+            time_major=True,
+            impl="reference",
+        )
+        return final.h, ys
+
+    val, grad = jax.value_and_grad(lambda *a: loss(sequential, *a), (0, 1, 2))(params, xs, h0)
+    val_r, grad_r = jax.value_and_grad(lambda *a: loss(reference, *a), (0, 1, 2))(params, xs, h0)
+    np.testing.assert_allclose(val, val_r, rtol=1e-12)
+    for g, gr in zip(
+        jax.tree_util.tree_leaves(grad), jax.tree_util.tree_leaves(grad_r), strict=True
     ):
-        np.testing.assert_allclose(np.asarray(gp), np.asarray(gr), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(g), np.asarray(gr), rtol=1e-9, atol=1e-12)
+
+
+def test_sequential_scan_argument_errors():
+    cell = seqjax.MinGRU(H)
+    params = cell.init(jax.random.key(0), I)
+    for kwargs in ({"chunk": 0}, {"unroll": 1.5}, {"chunk": True}):
+        with pytest.raises(ValueError, match="must be a positive int"):
+            sequential_scan(cell, params, jnp.zeros((2, H)), jnp.ones((3, 2, I)), **kwargs)
 
 
 def test_mingru_parallel_equals_reference_at_T_4096(x64):
@@ -159,30 +212,32 @@ def test_mingru_parallel_equals_reference_at_T_4096(x64):
         final, ys = seqjax.scan(cell, params, xs, lengths=lengths, impl=impl)
         return jnp.mean(ys**2) + jnp.mean(final.h), ys
 
-    (lp, ys_p), gp = jax.value_and_grad(lambda p: loss("parallel", p), has_aux=True)(params)
     (lr, ys_r), gr = jax.value_and_grad(lambda p: loss("reference", p), has_aux=True)(params)
-    np.testing.assert_allclose(np.asarray(ys_p), np.asarray(ys_r), rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(lp, lr, rtol=1e-12)
-    for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(gr), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-12)
+    for impl in ("parallel", "sequential"):
+        (lp, ys_p), gp = jax.value_and_grad(lambda p, i=impl: loss(i, p), has_aux=True)(params)
+        np.testing.assert_allclose(np.asarray(ys_p), np.asarray(ys_r), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(lp, lr, rtol=1e-12)
+        for a, b in zip(jax.tree_util.tree_leaves(gp), jax.tree_util.tree_leaves(gr), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-12)
 
 
 def test_parallel_is_stable_for_large_preactivations():
-    """float32, gates saturated for thousands of steps: no inf/NaN, matches the sequential form."""
+    """float32, gates saturated for thousands of steps: no inf/NaN, matches the reference."""
     cell = seqjax.MinLSTM(H)
     params = random_params(cell, jax.random.key(6), scale=20.0)
     xs = jax.random.normal(jax.random.key(7), (1, 2000, I))
-    _, ys_p = seqjax.scan(cell, params, xs, impl="parallel")
     _, ys_r = seqjax.scan(cell, params, xs, impl="reference")
-    assert np.all(np.isfinite(np.asarray(ys_p)))
-    np.testing.assert_allclose(np.asarray(ys_p), np.asarray(ys_r), rtol=1e-4, atol=1e-4)
+    for impl in ("parallel", "sequential"):
+        _, ys = seqjax.scan(cell, params, xs, impl=impl)
+        assert np.all(np.isfinite(np.asarray(ys)))
+        np.testing.assert_allclose(np.asarray(ys), np.asarray(ys_r), rtol=1e-4, atol=1e-4)
 
 
 def test_empty_sequence_passes_the_carry_through():
     cell = seqjax.MinGRU(H)
     params = cell.init(jax.random.key(0), I)
     carry = seqjax.MinGRUCarry(h=jnp.full((2, H), -0.5))
-    for impl in ("reference", "parallel"):
+    for impl in ("reference", "parallel", "sequential"):
         final, ys = seqjax.scan(cell, params, jnp.ones((2, 0, I)), carry=carry, impl=impl)
         assert ys.shape == (2, 0, H)
         np.testing.assert_array_equal(np.asarray(final.h), -0.5)
@@ -196,7 +251,7 @@ def test_linear_scan_closed_form():
     np.testing.assert_allclose(hs[:, 0], a**t * h0 + b * (1 - a**t) / (1 - a), rtol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["reference", "parallel"])
+@pytest.mark.parametrize("impl", ["reference", "parallel", "sequential"])
 def test_in_stack_and_bidirectional(impl):
     deep = seqjax.stack([seqjax.MinGRU(H), seqjax.MinLSTM(H)])
     bi = seqjax.bidirectional(seqjax.MinLSTM(H))
@@ -214,10 +269,14 @@ def test_in_stack_and_bidirectional(impl):
 def test_auto_rule_and_forced_errors():
     cell = seqjax.MinGRU(H)
     xs_T = jnp.ones((3, 2, I))
-    expected = "reference" if jax.default_backend() == "cpu" else "parallel"
+    expected = "sequential" if jax.default_backend() == "cpu" else "parallel"
     assert seqjax.scan_engine.choose(cell, xs_T, None) == expected
-    forced = seqjax.ScanOptions(impl="parallel")
-    assert seqjax.scan_engine.choose(cell, xs_T, None, options=forced) == "parallel"
+    for impl in ("parallel", "sequential", "reference"):
+        forced = seqjax.ScanOptions(impl=impl)
+        assert seqjax.scan_engine.choose(cell, xs_T, None, options=forced) == impl
+    # remat: the parallel form refuses it, auto falls back to the sequential kernel
+    with_remat = seqjax.ScanOptions(remat=True)
+    assert seqjax.scan_engine.choose(cell, xs_T, None, options=with_remat) == "sequential"
     lstm = seqjax.LSTM(H)
     with pytest.raises(ValueError, match="impl='parallel' cannot run this layer: no parallel"):
         seqjax.scan(lstm, lstm.init(jax.random.key(0), I), jnp.ones((2, 3, I)), impl="parallel")
@@ -254,7 +313,7 @@ def test_jit_with_traced_lengths_and_bfloat16_compute():
     @jax.jit
     def run(lengths):
         out = {}
-        for impl in ("reference", "parallel"):
+        for impl in ("reference", "parallel", "sequential"):
             final, ys = seqjax.scan(
                 cell, params, xs, lengths=lengths, impl=impl, compute_dtype=jnp.bfloat16
             )
@@ -262,10 +321,11 @@ def test_jit_with_traced_lengths_and_bfloat16_compute():
         return out
 
     out = run(jnp.array([6, 2, 0]))
-    assert out["parallel"][1].dtype == jnp.float32  # carries and outputs stay float32
-    for a, b in zip(out["parallel"], out["reference"], strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(out["parallel"][1][1, 2:]), 0.0)
+    for impl in ("parallel", "sequential"):
+        assert out[impl][1].dtype == jnp.float32  # carries and outputs stay float32
+        for a, b in zip(out[impl], out["reference"], strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.asarray(out[impl][1][1, 2:]), 0.0)
 
 
 def test_private_base_class_is_not_a_config_type():
