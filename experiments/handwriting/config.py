@@ -1,0 +1,113 @@
+"""Configuration of the digit-line recogniser: defaults, ``--quick``, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from experiments.scaffold.configs import FieldChecks, option_name
+from experiments.scaffold.configs import check_resume as scaffold_check_resume
+from seqjax.train import TrainConfig
+
+CELLS = ("lstm", "gru", "rnn")
+
+#: Short option names: field -> options.
+ALIASES = {
+    "total_steps": ["--steps"],
+    "learning_rate": ["--lr"],
+    "batch_size": ["--batch"],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LinesConfig(TrainConfig):
+    """A digit-line run: generated lines, the recogniser, decoding, plus the training fields.
+
+    Attributes:
+      num_train: training lines, made once from the training digit images (400 per class).
+      num_val: validation lines (training digit images, other lines; monitors training).
+      num_test: test lines, made only from the held-out digit images (100 per class).
+      max_digits: longest line (digit counts are uniform in ``[1, max_digits]``).
+      data_seed: seed of the generated lines.
+      height: rows of a line image (MNIST's 28-pixel digits come out about 15 rows high).
+      cols_per_frame: adjacent columns stacked into one time step.
+      cell: ``lstm``, ``gru`` or ``rnn`` (tanh).
+      bidirectional: bidirectional layers (outputs of both directions concatenated).
+      layers: depth of the recurrent stack.
+      hidden: hidden units per direction and layer.
+      unroll: time steps per ``lax.scan`` iteration.
+      beam: beam width of the prefix beam search in ``evaluate``.
+    """
+
+    num_train: int = 20000
+    num_val: int = 256
+    num_test: int = 1000
+    max_digits: int = 10
+    data_seed: int = 0
+    height: int = 20
+    cols_per_frame: int = 2
+    cell: str = "lstm"
+    bidirectional: bool = True
+    layers: int = 2
+    hidden: int = 96
+    unroll: int = 2
+    beam: int = 8
+    # training defaults for this job (fields of TrainConfig)
+    total_steps: int = 5000
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    end_lr_factor: float = 0.02
+    clip_norm: float = 1.0
+    log_every: int = 50
+    eval_every: int = 500
+    save_every: int = 250
+
+
+#: ``--quick``: a small model on a small set (a minute or two on a 2-core CPU).
+QUICK = dict(
+    num_train=2000,
+    num_val=64,
+    num_test=200,
+    layers=1,
+    hidden=64,
+    total_steps=400,
+    warmup_steps=20,
+    eval_every=200,
+    save_every=200,
+    log_every=20,
+)
+
+#: Fields that fix the parameter shapes or the data: a resumed run cannot change them.
+ARCHITECTURE = ("cell", "bidirectional", "layers", "hidden", "height", "cols_per_frame")
+ARCHITECTURE += ("num_train", "num_val", "num_test", "max_digits", "data_seed")
+
+
+def flag(name: str) -> str:
+    """The command-line option of a config field (``total_steps`` -> ``--steps``)."""
+    return option_name(name, ALIASES)
+
+
+def validate_config(config: LinesConfig) -> None:
+    """Checks every field a user can set; nothing is read or written.
+
+    Raises:
+      UsageError: (a ValueError) naming the option, what it expects and what it got.
+    """
+    checks = FieldChecks(config, ALIASES)
+    checks.one_of("cell", CELLS)
+    ints = ("num_train", "num_val", "num_test", "max_digits", "cols_per_frame", "layers")
+    ints += ("hidden", "unroll", "beam", "total_steps", "batch_size", "log_every", "keep")
+    ints += ("accumulate_steps",)
+    checks.ints(ints, 1)
+    checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps"), 0)
+    checks.ints(("height",), 8)
+    if config.max_digits > 20:
+        raise checks.bad("max_digits", "an int <= 20")
+    checks.non_negative(("clip_norm", "weight_decay"))
+    checks.optimizer()
+
+
+def check_resume(saved: LinesConfig, config: LinesConfig) -> None:
+    """Raises :class:`UsageError` if ``config`` changes a field a resumed run cannot change."""
+    scaffold_check_resume(saved, config, ARCHITECTURE, ALIASES, other="model or data set")
