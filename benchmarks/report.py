@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
+from benchmarks.rnn import parallel_forms
+
 
 def markdown(result: dict) -> str:
     """Renders the layer table, generation, scaling, remat and targets as Markdown.
@@ -18,6 +20,8 @@ def markdown(result: dict) -> str:
     Returns:
       Markdown text.
     """
+    if "layers" not in result:  # a --sections run: the parallel-forms section alone
+        return _parallel_forms(result) + "\n\n" + _load_line(result)
     out = []
     rows = result["layers"]
     fused = {
@@ -120,6 +124,8 @@ def markdown(result: dict) -> str:
         out.append(f"| {label} | {v['ms']:.0f} | {v['peak_mb']:.0f} | {v['temp_mb']:.0f} |")
     out.append(f"| ratio | {rem['time_ratio']:.2f} | {rem['memory_ratio']:.2f} | |")
     out.append("")
+    if "parallel_forms" in result:
+        out += [_parallel_forms(result), ""]
     out.append("| target | measured | goal | |")
     out.append("|---|---:|---|---|")
     for t in result.get("targets", []):
@@ -127,16 +133,26 @@ def markdown(result: dict) -> str:
             f"| {t['name']} | {t['value']:.2f} | {t['goal']} | "
             f"{'met' if t['met'] else '**missed**'} |"
         )
-    env = result["environment"]
     out.append("")
     out.append(
         f"Roofline (float32 matmul, this run): XLA {result['roofline']['xla_gflops']:.1f}, "
         f"PyTorch {result['roofline'].get('torch_gflops', float('nan')):.1f} GFLOP/s. "
+        + _load_line(result)
+    )
+    return "\n".join(out)
+
+
+def _parallel_forms(result: dict) -> str:
+    return "Parallel vs sequential forms, " + parallel_forms.format_table(result["parallel_forms"])
+
+
+def _load_line(result: dict) -> str:
+    env = result["environment"]
+    return (
         f"Load average at start {tuple(round(x, 2) for x in env['load_average'])}, "
         f"at end {tuple(round(x, 2) for x in env['load_average_end'])}; "
         f"wall time {result['wall_s']:.0f} s."
     )
-    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,25 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from benchmarks.rnn import impls, timing, workloads  # noqa: E402
+from benchmarks.rnn import impls, parallel_forms, timing, workloads  # noqa: E402
 from benchmarks.rnn.__main__ import main  # noqa: E402
+
+# The parallel-forms section takes its cells from data; two forms of one cell and one baseline
+# keep the smoke run's compilations few.
+SMOKE_CELLS = {
+    "mingru": parallel_forms.Forms(
+        parallel_forms.CELLS["mingru"].build, {"parallel": "parallel", "sequential": "sequential"}
+    )
+}
 
 
 @pytest.fixture(scope="module")
 def quick_result(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = main(["--quick", "--out", str(out)])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parallel_forms, "CELLS", SMOKE_CELLS)
+        mp.setattr(parallel_forms, "BASELINES", {"lstm": parallel_forms.BASELINES["lstm"]})
+        result = main(["--quick", "--out", str(out)])
     return out, result
 
 
@@ -121,6 +132,55 @@ def test_eigen_dots_entry_matches_fused_values():
             rtol=1e-5,
             atol=1e-6,
         )
+
+
+def test_parallel_forms_section(quick_result, capsys):
+    out, result = quick_result
+    section = result["parallel_forms"]
+    cfg = workloads.make_config(True, None)
+    got = {(r["entry"], r["workload"], r["T"]) for r in section["rows"]}
+    entries = ("lstm fused", "mingru parallel", "mingru sequential")
+    assert got == {(e, w, T) for e in entries for w in ("train", "infer") for T in cfg.parallel_T}
+    ms = {(r["entry"], r["workload"], r["T"]): r["ms"] for r in section["rows"]}
+    for s in section["speed_vs_lstm"]:
+        assert s["form"] == ("sequential" if jax.default_backend() == "cpu" else "parallel")
+        want = (
+            ms[("lstm fused", s["workload"], s["T"])]
+            / ms[
+                (f"mingru {s['form']}",)
+                + (
+                    s["workload"],
+                    s["T"],
+                )
+            ]
+        )
+        assert s["speedup"] == pytest.approx(want)
+    assert set(section["crossover"]) == {"mingru"}
+    # a --sections run writes its own JSON and leaves rnn.json alone
+    with pytest.raises(SystemExit):
+        main(["--quick", "--out", str(out), "--sections", "layers,nonsense"])
+    assert "--sections: expected a comma-separated subset" in capsys.readouterr().err
+
+
+def test_crossover_is_the_start_of_the_parallel_tail():
+    def rows(par, seq):
+        return [
+            dict(entry=f"mingru {form}", workload=w, T=T, ms=ms)
+            for form, times in (("parallel", par), ("sequential", seq))
+            for T, ms in zip((8, 16, 32, 64), times, strict=True)
+            for w in ("train", "infer")
+        ]
+
+    cells = {"mingru": parallel_forms.CELLS["mingru"]}
+    # parallel wins at 16, loses at 32, wins at 64: the crossover is 64, not 16
+    assert parallel_forms.crossovers(rows([2, 1, 3, 1], [1, 2, 2, 2]), cells)["mingru"] == {
+        "train": 64,
+        "infer": 64,
+    }
+    assert parallel_forms.crossovers(rows([2, 2, 2, 2], [1, 1, 1, 1]), cells)["mingru"] == {
+        "train": None,
+        "infer": None,
+    }
 
 
 def test_flop_count_matches_hand_count():

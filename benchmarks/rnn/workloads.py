@@ -32,6 +32,8 @@ class Config:
     gen_tokens: int
     roofline_n: int
     quick: bool
+    parallel_T: list = dataclasses.field(default_factory=list)  # parallel-forms section
+    parallel_shape: tuple = ()  # (B, I, H)
 
 
 def make_config(quick: bool, repeats: int | None) -> Config:
@@ -47,6 +49,8 @@ def make_config(quick: bool, repeats: int | None) -> Config:
             16,
             256,
             True,
+            [8],
+            (2, 4, 8),
         )
     return Config(
         FULL_SHAPES,
@@ -59,6 +63,8 @@ def make_config(quick: bool, repeats: int | None) -> Config:
         256,
         2048,
         False,
+        [64, 256, 1024, 4096, 16384],
+        (8, 256, 256),
     )
 
 
