@@ -15,12 +15,15 @@ from seqjax.cells.min_rnn import (
 from seqjax.cells.mlstm import MLSTM, MLSTMCarry, MLSTMParams
 from seqjax.cells.rnn import SimpleRNN, SimpleRNNCarry, SimpleRNNParams
 from seqjax.cells.slstm import SLSTM, SLSTMCarry, SLSTMParams
+from seqjax.cells.xlstm_block import GatedMLP, GatedMLPParams, XLSTMBlock, XLSTMBlockParams
 
 __all__ = [
     "GREFF_VARIANTS",
     "GRU",
     "LSTM",
     "Cell",
+    "GatedMLP",
+    "GatedMLPParams",
     "GRUCarry",
     "GRUParams",
     "LSTMCarry",
@@ -41,6 +44,8 @@ __all__ = [
     "SLSTM",
     "SLSTMCarry",
     "SLSTMParams",
+    "XLSTMBlock",
+    "XLSTMBlockParams",
     "cell_from_config",
     "cell_to_config",
 ]

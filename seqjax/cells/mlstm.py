@@ -103,7 +103,8 @@ class MLSTM(Cell):
     Three forms compute the same function (``tests/test_xlstm.py``): ``impl="reference"`` runs
     this step; ``impl="parallel"`` the quadratic form (a ``[T, T]`` decay matrix per head);
     ``impl="chunkwise"`` the parallel form within chunks of ``chunk_size`` steps and the
-    recurrence between them. ``impl="auto"``'s rule: ``seqjax/kernels/mlstm.py``.
+    recurrence between them. ``impl="auto"`` runs the chunk-wise form (measured fastest on CPU
+    at every length; ``seqjax.kernels.mlstm.AUTO_RULE``), or the step when ``remat`` is set.
 
     Options: ``hidden_size=H``; ``num_heads`` (divides ``H``); ``forget_gate``; ``output_gate``;
     ``eps``; ``chunk_size`` (of the chunk-wise form; a compute option, same results); ``use_bias``;

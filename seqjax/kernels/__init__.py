@@ -20,9 +20,9 @@ Dispatch for ``impl="auto"`` (the default), highest priority first:
    when forced with ``impl="parallel"``): a log-space ``jax.lax.associative_scan`` over time;
    on CPU **sequential** (same module): chunks of steps, one input-projection matmul and the
    gate math per chunk, the linear recurrence inside, a hand-written backward;
-4. **chunkwise** and **parallel** (:mod:`seqjax.kernels.mlstm`) for MLSTM: the chunk-wise form
-   when the sequence is longer than one chunk, the quadratic parallel form only when forced
-   (:data:`seqjax.kernels.mlstm.AUTO_RULE`);
+4. **chunkwise** (:mod:`seqjax.kernels.mlstm`) for MLSTM on every backend (measured faster than
+   the step and the quadratic **parallel** form, which runs only when forced; see
+   :data:`seqjax.kernels.mlstm.AUTO_RULE`);
 5. **reference** (:func:`seqjax.scan_engine.reference_scan`): ``project_inputs`` once, then
    ``lax.scan`` of ``Cell.step`` differentiated by JAX (``remat`` checkpoints chunks of steps).
 

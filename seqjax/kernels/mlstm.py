@@ -50,11 +50,16 @@ __all__ = [
     "run_parallel",
 ]
 
-#: How ``impl="auto"`` chooses among the mLSTM's forms (measurements: docs/cells.md).
+#: How ``impl="auto"`` chooses among the mLSTM's forms. Measured on a 2-core CPU (load average
+#: about 14, forward+backward, best of 3): B=8, H=64, 4 heads, T=16 / 256 / 1,024 / 4,096:
+#: step 2.3 / 109 / 446 / 2,304 ms, chunk-wise (chunks of 64) 0.8 / 46 / 139 / 808 ms,
+#: parallel 0.6 / 69 / 2,328 ms / (not run); B=8, H=256, T=512: step 2.7 s, chunk-wise 0.36 s,
+#: parallel 0.72 s. The chunk-wise form wins or ties everywhere (for T <= chunk_size it is the
+#: parallel form in one block), so the rule needs no backend or length test.
 AUTO_RULE = (
-    "impl='auto' runs the chunk-wise form when the sequence is longer than one chunk "
-    "(T > cell.chunk_size), else the step-by-step form; the quadratic parallel form only when "
-    "forced with impl='parallel'"
+    "impl='auto' runs the chunk-wise form of an MLSTM on every backend and for every length "
+    "(the step-by-step form when remat is set); the quadratic parallel form only when forced "
+    "with impl='parallel'"
 )
 
 
@@ -249,9 +254,7 @@ def chunkwise_unsupported_reason(
     cell, xs: Array, mask: Array | None, *, reverse: bool, options: ScanOptions
 ) -> str | None:
     """Why the chunk-wise form does not run this layer (see :data:`AUTO_RULE`)."""
-    del mask, reverse
+    del cell, xs, mask, reverse
     if options.remat is not False:
         return "remat is not supported by the chunk-wise form (use impl='reference' with remat)"
-    if options.impl == "auto" and xs.shape[0] <= cell.chunk_size:
-        return AUTO_RULE
     return None
