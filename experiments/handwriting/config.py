@@ -23,7 +23,10 @@ class LinesConfig(TrainConfig):
     """A digit-line run: generated lines, the recogniser, decoding, plus the training fields.
 
     Attributes:
-      num_train: training lines, made once from the training digit images (400 per class).
+      fresh_lines: every training batch is new lines of the training digit images (made
+        from the step number, so a resumed run sees the same batches); otherwise batches are
+        drawn from a fixed set of ``num_train`` lines.
+      num_train: training lines of the fixed set (``fresh_lines false``).
       num_val: validation lines (training digit images, other lines; monitors training).
       num_test: test lines, made only from the held-out digit images (100 per class).
       max_digits: longest line (digit counts are uniform in ``[1, max_digits]``).
@@ -34,10 +37,12 @@ class LinesConfig(TrainConfig):
       bidirectional: bidirectional layers (outputs of both directions concatenated).
       layers: depth of the recurrent stack.
       hidden: hidden units per direction and layer.
+      dropout: dropout rate between stacked layers during training.
       unroll: time steps per ``lax.scan`` iteration.
       beam: beam width of the prefix beam search in ``evaluate``.
     """
 
+    fresh_lines: bool = True
     num_train: int = 20000
     num_val: int = 256
     num_test: int = 1000
@@ -49,6 +54,7 @@ class LinesConfig(TrainConfig):
     bidirectional: bool = True
     layers: int = 2
     hidden: int = 96
+    dropout: float = 0.0
     unroll: int = 2
     beam: int = 8
     # training defaults for this job (fields of TrainConfig)
@@ -80,7 +86,7 @@ QUICK = dict(
 
 #: Fields that fix the parameter shapes or the data: a resumed run cannot change them.
 ARCHITECTURE = ("cell", "bidirectional", "layers", "hidden", "height", "cols_per_frame")
-ARCHITECTURE += ("num_train", "num_val", "num_test", "max_digits", "data_seed")
+ARCHITECTURE += ("fresh_lines", "num_train", "num_val", "num_test", "max_digits", "data_seed")
 
 
 def flag(name: str) -> str:
@@ -105,6 +111,8 @@ def validate_config(config: LinesConfig) -> None:
     if config.max_digits > 20:
         raise checks.bad("max_digits", "an int <= 20")
     checks.non_negative(("clip_norm", "weight_decay"))
+    if not 0 <= config.dropout < 1:
+        raise checks.bad("dropout", "a rate in [0, 1)")
     checks.optimizer()
 
 

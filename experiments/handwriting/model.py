@@ -39,7 +39,7 @@ def build_cell(config: LinesConfig) -> seqjax.Stack:
     layer = make_cell(config.cell, config.hidden)
     if config.bidirectional:
         layer = seqjax.bidirectional(layer)
-    return seqjax.stack([layer] * config.layers)
+    return seqjax.stack([layer] * config.layers, dropout=config.dropout)
 
 
 def input_size(config: LinesConfig) -> int:
@@ -59,10 +59,16 @@ def init_params(cell: seqjax.Stack, config: LinesConfig, key: PRNGKey) -> LinesP
 
 
 def forward(
-    cell: seqjax.Stack, config: LinesConfig, params: LinesParams, inputs: Array, lengths: Array
+    cell: seqjax.Stack,
+    config: LinesConfig,
+    params: LinesParams,
+    inputs: Array,
+    lengths: Array,
+    key: PRNGKey | None = None,
 ) -> Array:
-    """Logits ``[B, T, 11]`` (class 0 the blank) of frames ``inputs [B, T, height * k]``."""
-    _, ys = seqjax.scan(cell, params.rnn, inputs, lengths=lengths, unroll=config.unroll)
+    """Logits ``[B, T, 11]`` (class 0 the blank) of frames ``inputs [B, T, height * k]``;
+    a ``key`` turns on the stack's dropout (training)."""
+    _, ys = seqjax.scan(cell, params.rnn, inputs, lengths=lengths, unroll=config.unroll, key=key)
     return ys @ params.w_out + params.b_out
 
 
@@ -74,8 +80,8 @@ def make_loss_fn(cell: seqjax.Stack, config: LinesConfig):
     """
 
     def loss_fn(params, batch, rng):
-        del rng
-        logits = forward(cell, config, params, batch["inputs"], batch["lengths"])
+        key = rng if config.dropout > 0 else None
+        logits = forward(cell, config, params, batch["inputs"], batch["lengths"], key)
         nll = ctc_loss(
             logits, batch["lengths"], batch["labels"], batch["label_lengths"], zero_infinity=True
         )

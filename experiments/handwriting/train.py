@@ -21,11 +21,14 @@ from experiments.handwriting import decode
 from experiments.handwriting.config import LinesConfig, check_resume, validate_config
 from experiments.handwriting.input_pipeline import (
     LineSet,
+    digit_banks,
+    encode,
     eval_batches,
     length_bounds,
     line_image,
     make_batch,
     make_set,
+    pad_frames,
     prepare_line,
     read_png,
 )
@@ -34,6 +37,7 @@ from experiments.scaffold import UsageError, check_output_dir, check_run_dir, wr
 from experiments.scaffold.configs import read_saved_config
 from experiments.scaffold.restore import restore_params
 from experiments.scaffold.timeline import Timeline
+from seqjax.data.digit_lines import line_texts, make_digit_lines
 from seqjax.train import batch_indices, make_mesh, train_loop
 
 TRAIN_COMMAND = "python -m experiments.handwriting train --workdir ..."
@@ -53,8 +57,11 @@ def _cached_set(split: str, n: int, seed: int, max_digits: int, height: int) -> 
     return make_set(split, n, seed=seed, max_digits=max_digits, height=height)
 
 
-def load_data(config: LinesConfig, names=("train", "val", "test")) -> dict[str, LineSet]:
-    """The run's line sets (train and val from training digits, test from held-out ones)."""
+def load_data(config: LinesConfig, names=None) -> dict[str, LineSet]:
+    """The run's line sets (train and val from training digits, test from held-out ones);
+    by default val and test, and train too when the run draws from a fixed set."""
+    if names is None:
+        names = ("val", "test") if config.fresh_lines else ("train", "val", "test")
     sizes = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
     return {
         name: _cached_set(name, sizes[name], config.data_seed, config.max_digits, config.height)
@@ -84,7 +91,7 @@ def train_and_evaluate(config: LinesConfig, workdir: str, *, verbose: bool = Tru
     if saved is not None:
         check_resume(saved, config)
     data = load_data(config)
-    train, val = data["train"], data["val"]
+    val = data["val"]
     workdir = seqjax.train.check_workdir(workdir)
 
     cell = build_cell(config)
@@ -95,8 +102,10 @@ def train_and_evaluate(config: LinesConfig, workdir: str, *, verbose: bool = Tru
     timeline = Timeline(workdir, every=config.eval_every, total_steps=config.total_steps)
 
     def train_batch(step: int) -> dict[str, np.ndarray]:
-        idx = batch_indices(step, len(train), config.batch_size, config.seed)
-        return make_batch(train, idx, k, digits, bounds)
+        if config.fresh_lines:
+            return fresh_batch(config, step, bounds)
+        idx = batch_indices(step, config.num_train, config.batch_size, config.seed)
+        return make_batch(data["train"], idx, k, digits, bounds)
 
     result = train_loop(
         config,
@@ -118,7 +127,9 @@ def train_and_evaluate(config: LinesConfig, workdir: str, *, verbose: bool = Tru
         "test": rates,
         "val_loss": (result.eval_metrics or {}).get("loss"),
         "params": n_params,
-        "train_lines": len(train),
+        "train_lines": (
+            config.total_steps * config.batch_size if config.fresh_lines else config.num_train
+        ),
         "test_lines": len(data["test"]),
         "train_elapsed_s": train_s,
         "session_s": time.perf_counter() - session_start,
@@ -138,6 +149,29 @@ def train_and_evaluate(config: LinesConfig, workdir: str, *, verbose: bool = Tru
             flush=True,
         )
     return results
+
+
+def fresh_batch(config: LinesConfig, step: int, bounds: list[int]) -> dict[str, np.ndarray]:
+    """Batch ``step`` of new lines of the training digit images (a function of the step)."""
+    seed = np.random.SeedSequence([config.data_seed, config.seed, step, 7]).generate_state(1)[0]
+    lines = make_digit_lines(
+        config.batch_size,
+        digit_banks()[0],
+        seed=int(seed),
+        max_digits=config.max_digits,
+        height=config.height,
+    )
+    texts = line_texts(lines)
+    images = [lines.images[i, :, : lines.widths[i]] for i in range(len(texts))]
+    x, lengths = pad_frames(images, config.cols_per_frame, bounds)
+    labels, label_lengths = encode(texts, config.max_digits)
+    return {
+        "inputs": x,
+        "lengths": lengths,
+        "labels": labels,
+        "label_lengths": label_lengths,
+        "weights": np.ones(len(texts), np.float32),
+    }
 
 
 class Model(NamedTuple):
