@@ -337,3 +337,86 @@ def test_third_party_agreement_is_spearman():
     assert va.third_party_agreement(swapped)[0] == pytest.approx(1 - 12 / 504)
     extra = same + [{"cell": "FGR", "adding_median": 9.0}]  # not in the third-party set
     assert va.third_party_agreement(extra)[1] == 8
+
+
+# -- formal languages (parity, modular arithmetic) and the newer cells -------------------------
+
+FORMAL_SYMBOLS = "01234+-*"  # token ids of modarith: digits 0-4, then + - *
+
+
+@pytest.mark.parametrize("task", ["parity", "modarith"])
+def test_formal_labels_match_numpy_and_python_references(task):
+    (tokens, lengths), labels = lr.make_batch(task, jax.random.key(3), 300, 23)
+    tokens, lengths, labels = map(np.asarray, (tokens, lengths, labels))
+    assert tokens.shape == (300, 23) and lengths.min() >= 1 and lengths.max() <= 23
+    for toks, n, y in zip(tokens, lengths, labels, strict=True):
+        assert not toks[n:].any()  # padding is zero
+        if task == "parity":
+            assert y == np.sum(toks[:n]) % 2
+        else:
+            # Python evaluates with the usual precedence; % 5 is the non-negative residue
+            assert n % 2 == 1
+            assert y == eval("".join(FORMAL_SYMBOLS[k] for k in toks[:n])) % 5  # noqa: S307
+    if task == "parity":  # lengths and labels both vary
+        assert len(set(lengths.tolist())) > 15 and 0.3 < labels.mean() < 0.7
+
+
+@pytest.mark.parametrize("task", ["parity", "modarith"])
+def test_length_generalisation_split(task):
+    # the long set draws lengths length + 1 ... test_length only, padded to test_length
+    (tokens, lengths), _ = lr.make_batch(task, jax.random.key(4), 400, 30, min_length=11)
+    lengths = np.asarray(lengths)
+    assert tokens.shape == (400, 30)
+    assert lengths.min() >= 11 and lengths.max() <= 30
+    assert lengths.max() >= 28  # the longest lengths are drawn too
+    with pytest.raises(ValueError, match="min_length <= max_length"):
+        lr.make_batch(task, jax.random.key(0), 2, 10, min_length=11)
+    with pytest.raises(ValueError, match="--test-length: expected a length >= --length"):
+        lr.Config(task=task, length=40, test_length=41)
+
+
+def test_newer_cells_by_name():
+    for name, cls in (
+        ("mingru", seqjax.MinGRU),
+        ("MinLSTM", seqjax.MinLSTM),
+        ("slstm", seqjax.SLSTM),
+        ("mlstm", seqjax.MLSTM),
+    ):
+        assert isinstance(lr.make_cell(name, 4), cls)
+    I, O = lr.io_sizes("parity")
+    assert (I, O) == (2, 2)
+    # MinGRU: one input projection [I, 2H] + bias, no recurrent weights; then the readout
+    for H in (1, 7):
+        want = 2 * (I * H + H) + H * O + O
+        assert lr.param_count(lr.make_cell("mingru", H), I, O) == want
+    H = lr.hidden_for_budget("minlstm", "modarith", 1000)
+    I, O = lr.io_sizes("modarith")
+    assert 3 * (I * H + H) + H * O + O <= 1000 < 3 * (I * (H + 1) + H + 1) + (H + 1) * O + O
+
+
+def test_formal_grid_row_runs(tmp_path):
+    spec = dict(
+        cells=("mingru",),
+        tasks=("parity",),
+        length=6,
+        test_length=12,
+        steps=2,
+        seeds=(0,),
+        hidden=4,
+        test_size=8,
+    )
+    (row,) = lr.run_formal_sweep(tmp_path, log=lambda s: None, spec=spec)
+    assert (row["task"], row["cell"], row["hidden"], row["test_length"]) == (
+        "parity",
+        "mingru",
+        4,
+        12,
+    )
+    for key in ("accuracy", "long_accuracy"):
+        assert 0 <= row[key] <= 1
+        assert row[f"normalised_{key}"] == pytest.approx((row[key] - 0.5) / 0.5)
+    assert row["solved"] == (row["normalised_long_accuracy"] >= 0.9)
+    md = (tmp_path / "formal.md").read_text()
+    assert "| mingru | 4 |" in md and "parity 7-12" in md
+    saved = json.loads((tmp_path / "formal.json").read_text())
+    assert saved["runs"][0]["long_accuracy"] == pytest.approx(row["long_accuracy"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.long_range.config import RESULTS_DIR, TASKS, Config
-from experiments.long_range.sweep import replot_sweep, run_sweep
+from experiments.long_range.sweep import SWEEPS, replot_sweep, run_formal_sweep, run_sweep
 from experiments.long_range.train import train_and_evaluate
 from experiments.scaffold import (
     ArgumentParser,
@@ -40,7 +40,11 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
 def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.replot:
         return replot_sweep(args.task, args.quick, Path(args.out))
-    return run_sweep(args.task, args.quick, Path(args.out))
+    return run_sweep(args.task, args.quick, Path(args.out), grid=args.grid)
+
+
+def _formal(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return run_formal_sweep(Path(args.out))
 
 
 def parser() -> ArgumentParser:
@@ -69,6 +73,13 @@ def parser() -> ArgumentParser:
     p = subs.add_parser("sweep", help="every cell at every length (experiments 1 and 2)")
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--grid",
+        choices=sorted({g for t in SWEEPS.values() for g in t} - {"full", "quick"}),
+        default=None,
+        help="a named grid instead of the full/quick one (new_cells: the newer cells beside "
+        "LSTM and GRU; files <task>_<grid>.*)",
+    )
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument(
         "--replot",
@@ -76,6 +87,15 @@ def parser() -> ArgumentParser:
         help="rebuild the Markdown table and the figure from the saved JSON",
     )
     p.set_defaults(handler=_sweep)
+
+    p = subs.add_parser(
+        "formal",
+        help="parity and modular arithmetic, trained short, tested long (every cell)",
+        description="Every cell on parity and modular arithmetic without brackets, trained on "
+        "lengths 1-40 and tested on 41-256; writes formal.{json,md}.",
+    )
+    p.add_argument("--out", default=str(RESULTS_DIR))
+    p.set_defaults(handler=_formal)
     return top
 
 

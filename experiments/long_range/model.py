@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import optax
 
 import seqjax
-from experiments.long_range.config import canonical_cell
+from experiments.long_range.config import EXTRA_CELLS, canonical_cell
+from experiments.long_range.formal import FORMAL_TASKS
 from experiments.long_range.input_pipeline import COPY_IN, io_sizes
 from experiments.scaffold import UsageError
 from seqjax.cells.base import glorot_uniform, orthogonal
@@ -43,7 +44,9 @@ def make_cell(
       name: a cell name (see :func:`canonical_cell`).
       hidden: hidden size ``H``.
       forget_bias: initial forget-gate bias (LSTM family only).
-      init_scale: multiplies the default input and recurrent initial weights.
+      init_scale: multiplies the default input and recurrent initial weights (not used by
+        the cells of :data:`~experiments.long_range.config.EXTRA_CELLS`, which keep their
+        defaults).
 
     Returns:
       A seqjax cell.
@@ -53,6 +56,8 @@ def make_cell(
       True
     """
     name = canonical_cell(name)
+    if name in EXTRA_CELLS:
+        return EXTRA_CELLS[name](hidden)
     kw: dict[str, Any] = {}
     if init_scale != 1.0:
         kw = dict(
@@ -132,8 +137,19 @@ class Model(NamedTuple):
             return inputs
         return jax.nn.one_hot(inputs, COPY_IN, dtype=jnp.float32)
 
+    def _apply_formal(self, params, inputs) -> jax.Array:
+        """Logits ``[B, classes]`` from the output at each sequence's last valid step."""
+        tokens, lengths = inputs
+        xs = jax.nn.one_hot(tokens, io_sizes(self.task)[0], dtype=jnp.float32)
+        _, ys = seqjax.scan(self.cell, params["cell"], xs, lengths=lengths)
+        last = jnp.take_along_axis(ys, (lengths - 1)[:, None, None], axis=1)[:, 0]
+        return last @ params["readout"]["w"] + params["readout"]["b"]
+
     def apply(self, params, inputs: jax.Array, carry_hook=None) -> jax.Array:
-        """Predictions: adding ``[B]``, copy logits ``[B, L, 9]``."""
+        """Predictions: adding ``[B]``, copy logits ``[B, L, 9]``, parity/modarith logits
+        ``[B, classes]`` (``inputs = (tokens, lengths)``; ``carry_hook`` unsupported)."""
+        if self.task in FORMAL_TASKS:
+            return self._apply_formal(params, inputs)
         xs = self.features(inputs)
         if carry_hook is None:
             _, ys = seqjax.scan(self.cell, params["cell"], xs)
@@ -154,6 +170,10 @@ class Model(NamedTuple):
         out = self.apply(params, inputs)
         if self.task == "adding":
             return {"test_mse": jnp.mean(jnp.square(out - targets))}
+        if self.task in FORMAL_TASKS:
+            xent = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, targets))
+            acc = jnp.mean(jnp.argmax(out, -1) == targets).astype(jnp.float32)
+            return {"test_xent": xent, "accuracy": acc}
         K = 10
         xent = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(out, targets))
         acc = jnp.mean(jnp.argmax(out[:, -K:], -1) == targets[:, -K:])

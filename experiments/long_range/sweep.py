@@ -7,20 +7,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.long_range.config import BASE_CELLS, RESULTS_DIR, SOLVED_MSE, Config
+from experiments.long_range.config import (
+    BASE_CELLS,
+    EXTRA_CELLS,
+    RESULTS_DIR,
+    SOLVED_MSE,
+    Config,
+)
+from experiments.long_range.formal import FORMAL_TASKS, SOLVED_FORMAL
 from experiments.long_range.input_pipeline import COPY_SYMBOLS, baseline
 from experiments.long_range.train import train_and_evaluate
 from experiments.scaffold import check_output_dir, pyplot, replot, run_grid, write_outputs
+
+#: The newer cells on the long-lag tasks (the ``new_cells`` grids: the quick grids' steps and
+#: a length of theirs, so their LSTM and GRU rows are the comparison).
+NEW_CELLS = tuple(EXTRA_CELLS)
 
 SWEEPS: dict[str, dict[str, dict[str, Any]]] = {
     "adding": {
         "full": dict(cells=BASE_CELLS, lengths=(50, 100, 200, 400), steps=4000, seeds=(0,)),
         "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200, 400), steps=2000, seeds=(0,)),
+        "new_cells": dict(cells=NEW_CELLS, lengths=(100,), steps=2000, seeds=(0,)),
     },
     "copy": {
         "full": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=4000, seeds=(0,)),
         "quick": dict(cells=BASE_CELLS, lengths=(50, 100, 200), steps=1000, seeds=(0,)),
+        "new_cells": dict(cells=NEW_CELLS, lengths=(50,), steps=1000, seeds=(0,)),
     },
+}
+
+#: The formal-language grid: every cell on parity and modarith, trained on lengths up to
+#: ``length``, tested up to ``test_length`` (``python -m experiments.long_range formal``).
+FORMAL_SWEEPS: dict[str, dict[str, Any]] = {
+    "full": dict(
+        cells=("rnn", "lstm", "gru") + tuple(EXTRA_CELLS),
+        tasks=FORMAL_TASKS,
+        length=40,
+        test_length=256,
+        steps=2000,
+        seeds=(0,),
+        eval_every=500,
+    ),
 }
 
 
@@ -30,6 +57,7 @@ def run_sweep(
     out_dir: Path = RESULTS_DIR,
     log: Callable[[str], None] = print,
     spec: dict[str, Any] | None = None,
+    grid: str | None = None,
 ) -> list[dict[str, Any]]:
     """Experiments 1 and 2: every cell at every length; writes JSON, Markdown and a PNG.
 
@@ -40,11 +68,13 @@ def run_sweep(
       log: progress printer.
       spec: overrides the grid (``cells, lengths, steps, seeds`` and optionally ``hidden``);
         default :data:`SWEEPS`.
+      grid: a named grid of :data:`SWEEPS` other than full/quick (``"new_cells"``); its files
+        are ``<task>_<grid>.*``.
 
     Returns:
       The list of per-run results.
     """
-    spec = spec or SWEEPS[task]["quick" if quick else "full"]
+    spec = spec or SWEEPS[task][grid or ("quick" if quick else "full")]
     check_output_dir("--out", out_dir)
 
     def one(length, cell, seed):
@@ -65,6 +95,7 @@ def run_sweep(
         summary=lambda r: {k: v for k, v in r.items() if k not in ("history", "config")},
     )
     cmd = f"python -m experiments.long_range sweep --task {task}{' --quick' if quick else ''}"
+    cmd += f" --grid {grid}" if grid else ""
     payload = {
         "command": cmd,
         "wall_s": round(total, 1),
@@ -72,12 +103,94 @@ def run_sweep(
         "config_defaults": dataclasses.asdict(Config(task=task)),
         "runs": rows,
     }
-    write_outputs(out_dir, _tag(task, quick), payload, _markdown, _figure)
+    write_outputs(out_dir, _tag(task, quick, grid), payload, _markdown, _figure)
     return rows
 
 
-def _tag(task: str, quick: bool) -> str:
-    return f"{task}{'_quick' if quick else ''}"
+def _tag(task: str, quick: bool, grid: str | None = None) -> str:
+    return f"{task}{'_quick' if quick else ''}{f'_{grid}' if grid else ''}"
+
+
+def run_formal_sweep(
+    out_dir: Path = RESULTS_DIR,
+    log: Callable[[str], None] = print,
+    spec: dict[str, Any] | None = None,
+    tag: str = "formal",
+) -> list[dict[str, Any]]:
+    """Every cell on parity and modarith; writes ``<tag>.json`` and ``<tag>.md``.
+
+    Args:
+      out_dir: results folder.
+      log: progress printer.
+      spec: ``cells, tasks, length, test_length, steps, seeds`` (and optionally ``hidden``,
+        ``test_size``); default ``FORMAL_SWEEPS["full"]``.
+      tag: file name stem.
+
+    Returns:
+      The list of per-run results.
+    """
+    spec = spec or FORMAL_SWEEPS["full"]
+    check_output_dir("--out", out_dir)
+
+    def one(task, cell, seed):
+        cfg = Config(
+            task=task,
+            cell=cell,
+            length=spec["length"],
+            test_length=spec["test_length"],
+            steps=spec["steps"],
+            seed=seed,
+            hidden=spec.get("hidden"),
+            test_size=spec.get("test_size", Config.test_size),
+            eval_every=min(spec.get("eval_every", Config.eval_every), spec["steps"]),
+        )
+        return train_and_evaluate(cfg)
+
+    rows, total = run_grid(
+        {"task": spec["tasks"], "cell": spec["cells"], "seed": spec["seeds"]},
+        one,
+        log=log,
+        summary=lambda r: {k: v for k, v in r.items() if k not in ("history", "config")},
+    )
+    payload = {
+        "command": "python -m experiments.long_range formal",
+        "wall_s": round(total, 1),
+        "spec": spec,
+        "config_defaults": dataclasses.asdict(Config(task=spec["tasks"][0])),
+        "runs": [{k: v for k, v in r.items() if k != "config"} for r in rows],
+    }
+    write_outputs(out_dir, tag, payload, _formal_markdown)
+    return rows
+
+
+def _formal_markdown(payload: dict[str, Any]) -> str:
+    rows, spec = payload["runs"], payload["spec"]
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    cells = list(dict.fromkeys(r["cell"] for r in rows))
+    L, TL = spec["length"], spec["test_length"]
+    lines = [f"`{payload['command']}` ({payload['wall_s']:.0f} s)", ""]
+    head = "| cell | H | params | " + " | ".join(f"{t} 1-{L} | {t} {L + 1}-{TL}" for t in tasks)
+    lines += [head + " |", "|---|---:|---:|" + "---:|" * (2 * len(tasks))]
+    for c in cells:
+        by_task = {r["task"]: r for r in rows if r["cell"] == c and r["seed"] == rows[0]["seed"]}
+        any_r = next(iter(by_task.values()))
+        txt = []
+        for t in tasks:
+            r = by_task[t]
+            long_txt = f"{r['normalised_long_accuracy']:.2f}"
+            txt += [
+                f"{r['normalised_accuracy']:.2f}",
+                f"**{long_txt}**" if r["solved"] else long_txt,
+            ]
+        lines.append(f"| {c} | {any_r['hidden']} | {any_r['params']} | " + " | ".join(txt) + " |")
+    lines += [
+        "",
+        f"Normalised accuracy (acc - chance) / (1 - chance) on {spec.get('test_size', 1000)} "
+        f"held-out sequences per column (chance: parity 1/2, modarith 1/5; 1 = perfect, 0 = "
+        f"chance), after {spec['steps']} steps on lengths 1-{L}; bold: >= {SOLVED_FORMAL} on the "
+        f"longer lengths {L + 1}-{TL} (solved).",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def replot_sweep(task: str, quick: bool, out_dir: Path = RESULTS_DIR) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.long_range.config import SOLVED_MSE, Config, canonical_cell
+from experiments.long_range.formal import FORMAL_TASKS, SOLVED_FORMAL
 from experiments.long_range.input_pipeline import baseline, io_sizes, make_batch
 from experiments.long_range.model import Model, hidden_for_budget, make_cell, param_count
 from experiments.scaffold import check_output_dir, write_json
@@ -115,6 +116,15 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
     test_in, test_tg = make_batch(
         config.task, jax.random.key(config.test_seed), config.test_size, config.length
     )
+    formal = config.task in FORMAL_TASKS
+    if formal:  # the length-generalisation set: lengths length + 1 ... test_length
+        long_in, long_tg = make_batch(
+            config.task,
+            jax.random.fold_in(jax.random.key(config.test_seed), 1),
+            config.test_size,
+            config.test_length,
+            min_length=config.length + 1,
+        )
     t0 = time.perf_counter()
     history, all_losses, all_gnorms = [], [], []
     step = 0
@@ -126,6 +136,9 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
         all_gnorms.append(np.asarray(gnorms))
         if step % config.eval_every == 0 or step == config.steps:
             m = {k: float(v) for k, v in evaluate(state.params, test_in, test_tg).items()}
+            if formal:
+                long_m = evaluate(state.params, long_in, long_tg)
+                m.update({f"long_{k}": float(v) for k, v in long_m.items()})
             history.append({"step": step, "train_loss": float(np.mean(losses)), **m})
             if log is not None:
                 log(
@@ -148,6 +161,13 @@ def fit(config: Config, *, log: Callable[[str], None] | None = None) -> Fit:
     if config.task == "adding":
         result["test_mse"] = final["test_mse"]
         result["solved"] = bool(final["test_mse"] < SOLVED_MSE)
+    elif formal:
+        chance = result["baseline"]
+        result["test_length"] = config.test_length
+        for key in ("accuracy", "long_accuracy"):
+            result[key] = final[key]
+            result[f"normalised_{key}"] = (final[key] - chance) / (1 - chance)
+        result["solved"] = bool(result["normalised_long_accuracy"] >= SOLVED_FORMAL)
     else:
         result["test_xent"] = final["test_xent"]
         result["recall_accuracy"] = final["recall_accuracy"]
@@ -183,7 +203,10 @@ def train_and_evaluate(
     Returns:
       A JSON-serialisable dict with ``task, cell, length, steps, seed, hidden, params,
       baseline, wall_s``, the metrics (``test_mse`` and ``solved`` for adding; ``test_xent``
-      and ``recall_accuracy`` for copy), ``final_train_loss``, ``nonfinite`` (a NaN/inf
+      and ``recall_accuracy`` for copy; for parity and modarith ``accuracy`` on lengths
+      ``1 ... length``, ``long_accuracy`` on ``length + 1 ... test_length``, both also
+      ``normalised_*`` as ``(acc - chance) / (1 - chance)``, and ``solved``: normalised long
+      accuracy >= 0.9), ``final_train_loss``, ``nonfinite`` (a NaN/inf
       loss or gradient appeared; training then stops updating, see
       :func:`seqjax.train.make_train_step`) with ``nonfinite_step``, ``max_grad_norm`` and the
       evaluation ``history``.
