@@ -207,3 +207,17 @@ def test_markdown_report_lists_every_row(quick_result):
     ]
     assert len(floor_rows) == len(result["recurrent_floor"])
     assert "Remat" in text and "Generation" in text
+
+
+def test_mingru_vs_lstm_ab_quick(tmp_path, capsys):
+    from benchmarks.rnn import mingru_vs_lstm
+
+    result = mingru_vs_lstm.main(["--quick", "--reps", "2", "--out", str(tmp_path)])
+    assert result["ratios"] == pytest.approx(
+        [a / b for a, b in zip(result["seconds"]["lstm"], result["seconds"]["mingru"], strict=True)]
+    )
+    assert result["median_ratio"] == pytest.approx(float(np.median(result["ratios"])))
+    on_cpu = jax.default_backend() == "cpu"
+    assert result["kernels"] == {"lstm": "fused", "mingru": "sequential" if on_cpu else "parallel"}
+    assert json.loads((tmp_path / "mingru_vs_lstm.json").read_text())["ratios"] == result["ratios"]
+    assert "median ratio LSTM/MinGRU" in capsys.readouterr().out
