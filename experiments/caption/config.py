@@ -33,8 +33,8 @@ class CaptionConfig(TrainConfig):
       attention: ``"soft"`` (Show, Attend and Tell: soft attention over the encoder's grid,
         gating scalar, doubly stochastic regulariser) or ``"none"`` (Show and Tell: the
         image embedding is the decoder's first input).
-      channels: features per grid position: the encoder's three convolutions have
-        ``channels // 4``, ``channels // 2`` and ``channels`` channels.
+      channels: features per grid position: the encoder's four convolutions have
+        ``channels // 4``, ``channels // 2``, ``channels`` and ``channels`` channels.
       hidden: LSTM units of the attentive decoder; the plain decoder's size is chosen to
         match its parameter count (``0`` for ``hidden_none``).
       hidden_none: LSTM units of the plain decoder (0: match the attentive model's budget).
@@ -56,7 +56,7 @@ class CaptionConfig(TrainConfig):
     attention_penalty: float = 0.01
     max_decode: int = 20
     # training defaults for this job (fields of TrainConfig)
-    total_steps: int = 3000
+    total_steps: int = 2000
     batch_size: int = 32
     learning_rate: float = 3e-3
     schedule: str = "cosine"
