@@ -51,12 +51,13 @@ def np_params(cell, input_size=I, seed=0, scale=1.0):
 
 def np_carry(cell, batch, seed=0):
     """A random carry (an sLSTM's normaliser >= 1, as every reachable one is)."""
-    carry = jax.eval_shape(lambda: cell.initial_carry(batch, jnp.float64))
+    dtype = jnp.asarray(0.0).dtype  # float64 under x64, else float32
+    carry = jax.eval_shape(lambda: cell.initial_carry(batch, dtype))
     rng = np.random.default_rng(seed)
     new = {k: 0.5 * rng.normal(size=v.shape) for k, v in carry._asdict().items() if v is not None}
     if isinstance(carry, seqjax.SLSTMCarry):
         new["n"] = 1.0 + np.abs(new["n"])
-    return carry._replace(**{k: jnp.asarray(v) for k, v in new.items()})
+    return carry._replace(**{k: jnp.asarray(v, dtype) for k, v in new.items()})
 
 
 @functools.cache
@@ -239,21 +240,21 @@ def check_forms_equal_loop(cell, forms, batch, T, kind, reverse, seed):
 
 @pytest.mark.parametrize(
     "batch,T,kind,reverse",
-    [((), 5, "none", False), ((3,), 7, "lengths", True), ((2, 2), 7, "mask", False)],
+    [((), 5, "none", True), ((2, 2), 7, "mask", False)],
 )
 def test_mlstm_forms_equal_python_loop(batch, T, kind, reverse, x64):
     check_forms_equal_loop(MLSTM_CELL, FORMS, batch, T, kind, reverse, seed=3)
 
 
-@pytest.mark.parametrize("name", sorted(SLSTM_CELLS))
 @pytest.mark.parametrize(
-    "batch,T,kind,reverse", [((3,), 7, "lengths", True), ((2, 2), 5, "mask", False)]
+    "name,batch,T,kind,reverse",
+    [("slstm", (3,), 7, "lengths", True), ("slstm_exp_conv", (2, 2), 5, "mask", False)],
 )
 def test_slstm_scan_equals_python_loop(name, batch, T, kind, reverse, x64):
     check_forms_equal_loop(SLSTM_CELLS[name], ("reference",), batch, T, kind, reverse, seed=4)
 
 
-@settings(max_examples=3)
+@settings(max_examples=2)
 @given(
     batch=st.lists(st.integers(1, 3), min_size=0, max_size=2).map(tuple),
     T=st.integers(1, 8),
@@ -293,8 +294,8 @@ def test_mlstm_forms_equal_reference_in_gradient(x64):
 def test_slstm_scan_gradient_equals_loop_gradient(x64):
     cell = SLSTM_CELLS["slstm_exp_conv"]
     params = np_params(cell, input_size=H, seed=6, scale=0.6)
-    xs = jnp.asarray(np.random.default_rng(6).normal(size=(2, 4, H)))
-    lengths = jnp.array([4, 2])
+    xs = jnp.asarray(np.random.default_rng(6).normal(size=(2, 3, H)))
+    lengths = jnp.array([3, 1])
 
     def loss_scan(params):
         _, ys = seqjax.scan(cell, params, xs, lengths=lengths, reverse=True)
@@ -302,7 +303,7 @@ def test_slstm_scan_gradient_equals_loop_gradient(x64):
 
     def loss_loop(params):
         carry, total = cell.initial_carry((2,), jnp.float64), jnp.zeros((), jnp.float64)
-        for t in reversed(range(4)):
+        for t in reversed(range(3)):
             new, y = cell(params, carry, xs[:, t])
             m = (t < lengths)[:, None]
             carry = jax.tree_util.tree_map(functools.partial(jnp.where, m), new, carry)
@@ -422,9 +423,9 @@ def test_slstm_equals_the_official_vanilla_cell(x64):
     config = sLSTMCellConfig(hidden_size=H, num_heads=NH, backend="vanilla", dtype="float32")
     ref = sLSTMCell(config).double()
     with torch.no_grad():
-        r = torch.from_numpy(np.asarray(params.r))
+        r = torch.from_numpy(np.array(params.r))
         ref._recurrent_kernel_.copy_(ref._recurrent_kernel_ext2int(r))
-        ref._bias_.copy_(torch.from_numpy(np.asarray(params.b)))
+        ref._bias_.copy_(torch.from_numpy(np.array(params.b)))
         out, state = ref(torch.from_numpy(xs @ np.asarray(params.w)))  # [B, NH, T, D], [4, B, H]
     ys_ref = out.permute(0, 2, 1, 3).reshape(2, 6, H).numpy()
     final, ys = scan_fn(cell, "reference", False, "none")(
@@ -527,29 +528,25 @@ def test_gated_mlp_equals_the_official_gated_feedforward(x64):
 # -- the contract: composition, adapters, configs, dispatch, errors --------------------------------
 
 
-def test_in_stack_bidirectional_and_flax_linen():
+def test_in_bidirectional_and_flax_linen():
+    """A kernel inside a combinator (the chunk-wise mLSTM in a bidirectional layer) through the
+    linen adapter, against the step-by-step reference on the same parameters (stacks of both
+    cells: the XLSTMBlock test and its docstring example)."""
     from seqjax.flax import linen as sl
 
-    deep = seqjax.stack(
-        [seqjax.SLSTM(H, num_heads=NH), seqjax.bidirectional(seqjax.MLSTM(H, NH, chunk_size=2))]
-    )
-    params = deep.init(jax.random.key(0), I)
+    deep = seqjax.bidirectional(seqjax.MLSTM(H, NH, chunk_size=2))
     xs = jnp.asarray(np.random.default_rng(11).normal(size=(2, 5, I)), jnp.float32)
     lengths = jnp.array([5, 3])
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def run(impl, params):
-        return seqjax.scan(deep, params, xs, lengths=lengths, impl=impl)[1]
-
-    ys_auto, ys_ref = run("auto", params), run("reference", params)
-    chex.assert_shape(ys_auto, (2, 5, 2 * H))
-    np.testing.assert_allclose(np.asarray(ys_auto), np.asarray(ys_ref), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(np.asarray(ys_auto[1, 3:]), 0.0)
     model = sl.RNN(deep)
     variables = jax.jit(model.init)(jax.random.key(1), xs)
     ys_flax = jax.jit(lambda v: model.apply(v, xs, seq_lengths=lengths))(variables)
-    ys_same = run("auto", sl.params_from_flax(deep, variables["params"]))
-    np.testing.assert_allclose(np.asarray(ys_flax), np.asarray(ys_same), rtol=1e-5, atol=1e-6)
+    params = sl.params_from_flax(deep, variables["params"])
+    ys_ref = jax.jit(lambda p: seqjax.scan(deep, p, xs, lengths=lengths, impl="reference")[1])(
+        params
+    )
+    chex.assert_shape(ys_flax, (2, 5, 2 * H))
+    np.testing.assert_allclose(np.asarray(ys_flax), np.asarray(ys_ref), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(ys_flax[1, 3:]), 0.0)
 
 
 def test_xlstm_block_scan_equals_python_loop(x64):
@@ -595,12 +592,12 @@ def test_auto_rule_and_forced_forms():
         )
     with_remat = seqjax.ScanOptions(remat=True)
     assert choose(cell, jnp.ones((9, 2, I)), None, options=with_remat) == "reference"
-    params = cell.init(jax.random.key(0), I)
+    params = np_params(cell)
     with pytest.raises(ValueError, match="remat is not supported by the parallel form"):
         seqjax.scan(cell, params, jnp.ones((2, 3, I)), impl="parallel", remat=True)
     slstm = seqjax.SLSTM(H)
     with pytest.raises(ValueError, match="no chunkwise kernel for SLSTM"):
-        seqjax.scan(slstm, slstm.init(jax.random.key(0), I), jnp.ones((2, 3, I)), impl="chunkwise")
+        seqjax.scan(slstm, np_params(slstm), jnp.ones((2, 3, I)), impl="chunkwise")
     assert "every backend" in mlstm_kernels.AUTO_RULE
 
 
@@ -608,7 +605,6 @@ def test_empty_sequences_pass_the_carry_through():
     cell = seqjax.MLSTM(H, NH)
     params = cell.init(jax.random.key(0), I)
     carry = np_carry(cell, (2,))
-    carry = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), carry)
     for impl in FORMS:
         final, ys = seqjax.scan(cell, params, jnp.ones((2, 0, I)), carry=carry, impl=impl)
         assert ys.shape == (2, 0, H)
