@@ -4,6 +4,9 @@ package's vanilla PyTorch implementations after weight conversion.
 
 Compiles dominate the time here: random values come from NumPy (no per-shape random kernels),
 and every jitted step or scan is built once per (cell, options) by the cached helpers below.
+
+(About 600 lines, over the usual 450: two cells, three mLSTM forms, the block and three
+reference implementations share these helpers; split, each file would compile them again.)
 """
 
 from __future__ import annotations
