@@ -47,7 +47,15 @@ _LN_EPS = 1e-5
 
 
 def layer_norm(x: Array, scale: Array) -> Array:
-    """Layer norm over the last axis with a gain and no bias (eps 1e-5), in ``x``'s dtype."""
+    """Layer norm over the last axis with a gain and no bias (eps 1e-5), in ``x``'s dtype.
+
+    Args:
+      x: ``[..., F]``.
+      scale: the gain ``[F]``.
+
+    Returns:
+      ``[..., F]``, each row with zero mean and unit variance, times ``scale``.
+    """
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
     return (x - mean) * jax.lax.rsqrt(var + jnp.asarray(_LN_EPS, x.dtype)) * scale.astype(x.dtype)
@@ -121,7 +129,16 @@ class GatedMLP:
         return GatedMLPParams(**fields)
 
     def __call__(self, params: GatedMLPParams, x: Array, compute_dtype: DType | None = None):
-        """Applies the MLP to ``x [..., F]`` (any leading dimensions)."""
+        """Applies the MLP.
+
+        Args:
+          params: :class:`GatedMLPParams` from :meth:`init`.
+          x: ``[..., F]``, any leading dimensions.
+          compute_dtype: matmul dtype (None: the weights').
+
+        Returns:
+          ``[..., F]`` in ``x``'s dtype.
+        """
         up = affine(x, params.w_up, params.b_up, compute_dtype)
         U = params.w_down.shape[0]
         hidden = ACTIVATIONS[self.activation](up[..., :U]) * up[..., U:]

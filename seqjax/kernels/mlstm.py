@@ -55,7 +55,8 @@ __all__ = [
 #: step 2.3 / 109 / 446 / 2,304 ms, chunk-wise (chunks of 64) 0.8 / 46 / 139 / 808 ms,
 #: parallel 0.6 / 69 / 2,328 ms / (not run); B=8, H=256, T=512: step 2.7 s, chunk-wise 0.36 s,
 #: parallel 0.72 s. The chunk-wise form wins or ties everywhere (for T <= chunk_size it is the
-#: parallel form in one block), so the rule needs no backend or length test.
+#: parallel form in one block), so the rule needs no length test; GPU and TPU were not
+#: measured, and the same rule applies there (the chunk-wise form also bounds memory in T).
 AUTO_RULE = (
     "impl='auto' runs the chunk-wise form of an MLSTM on every backend and for every length "
     "(the step-by-step form when remat is set); the quadratic parallel form only when forced "
