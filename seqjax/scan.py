@@ -86,7 +86,8 @@ def scan(
         ``dtype``; carries and accumulation stay float32. None keeps the cells' setting.
       impl: kernel choice, ``"auto"`` (default; see :mod:`seqjax.kernels`), or ``"fused"``,
         ``"cudnn"``, ``"parallel"`` (associative scan of :class:`seqjax.MinGRU` and
-        :class:`seqjax.MinLSTM`), ``"reference"`` to force one (tests and benchmarks).
+        :class:`seqjax.MinLSTM`, quadratic form of :class:`seqjax.MLSTM`), ``"chunkwise"``
+        (:class:`seqjax.MLSTM`), ``"reference"`` to force one (tests and benchmarks).
       options: the three settings above as one :class:`ScanOptions` value, instead of the
         keywords (pass one or the other).
       check_lengths: also check traced ``lengths`` with :func:`jax.experimental.checkify.check`

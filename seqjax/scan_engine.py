@@ -59,8 +59,8 @@ class ScanOptions:
     Attributes:
       impl: ``"auto"`` (default: the fastest registered kernel that supports the layer, else the
         reference scan), ``"reference"``, or the name of a registered kernel (``"fused"``,
-        ``"cudnn"``, ``"parallel"``) to force it; a forced kernel that cannot run a layer
-        raises.
+        ``"cudnn"``, ``"parallel"``, ``"chunkwise"``) to force it; a forced kernel that cannot
+        run a layer raises.
       remat: False, True (recompute activations in the backward pass in chunks of
         ``ceil(sqrt(T))`` steps), or a positive int chunk length; see :func:`chunk_length`.
       compute_dtype: matmul dtype for every layer, overriding the cells' ``dtype`` (e.g.
