@@ -21,7 +21,14 @@ functions are compiled before timing), and reported as ratios measured in the sa
   per-token Python loop;
 - **scaling**: LSTM training time versus T (128 ... 4096) at B = 32, I = H = 256, and compiled
   peak memory (XLA's buffer assignment) and time with and without ``remat`` at T = 4096,
-  B = 32, I = H = 512.
+  B = 32, I = H = 512;
+- **parallel forms** (:mod:`benchmarks.rnn.parallel_forms`): the parallel-in-time and sequential
+  forms of MinGRU, MinLSTM and mLSTM against T (64 ... 16,384) at B = 8, I = H = 256, forward
+  and forward + backward, beside the fused LSTM and GRU, with the crossover (if any).
+
+``--sections layers,floor,generation,scaling,parallel`` runs a subset (written to
+``rnn_<sections>.json``). ``python -m benchmarks.rnn.mingru_vs_lstm`` is the issue's A/B of a
+MinGRU against an LSTM training step (B=8, T=4096, H=256), alternating in one process.
 
 Outputs: a table on stdout, ``rnn.json`` and ``rnn.png`` in ``--out`` (default
 ``benchmarks/results``).

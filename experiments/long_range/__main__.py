@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from experiments.long_range.config import RESULTS_DIR, TASKS, Config
-from experiments.long_range.sweep import SWEEPS, replot_sweep, run_formal_sweep, run_sweep
+from experiments.long_range.formal import FORMAL_TASKS
+from experiments.long_range.sweep import (
+    FORMAL_SWEEPS,
+    SWEEPS,
+    replot_sweep,
+    run_formal_sweep,
+    run_sweep,
+)
 from experiments.long_range.train import train_and_evaluate
 from experiments.scaffold import (
     ArgumentParser,
@@ -44,7 +51,11 @@ def _sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _formal(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return run_formal_sweep(Path(args.out))
+    spec = dict(FORMAL_SWEEPS["full"])
+    tag = "formal"
+    if args.task is not None:
+        spec["tasks"], tag = (args.task,), f"formal_{args.task}"
+    return run_formal_sweep(Path(args.out), spec=spec, tag=tag)
 
 
 def parser() -> ArgumentParser:
@@ -93,6 +104,12 @@ def parser() -> ArgumentParser:
         help="parity and modular arithmetic, trained short, tested long (every cell)",
         description="Every cell on parity and modular arithmetic without brackets, trained on "
         "lengths 1-40 and tested on 41-256; writes formal.{json,md}.",
+    )
+    p.add_argument(
+        "--task",
+        choices=FORMAL_TASKS,
+        default=None,
+        help="one task only (files formal_<task>.*); default both (formal.*)",
     )
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.set_defaults(handler=_formal)

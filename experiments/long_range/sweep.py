@@ -152,8 +152,11 @@ def run_formal_sweep(
         log=log,
         summary=lambda r: {k: v for k, v in r.items() if k not in ("history", "config")},
     )
+    cmd = "python -m experiments.long_range formal"
+    if tag != "formal" and len(spec["tasks"]) == 1:
+        cmd += f" --task {spec['tasks'][0]}"
     payload = {
-        "command": "python -m experiments.long_range formal",
+        "command": cmd,
         "wall_s": round(total, 1),
         "spec": spec,
         "config_defaults": dataclasses.asdict(Config(task=spec["tasks"][0])),
