@@ -420,3 +420,12 @@ def test_formal_grid_row_runs(tmp_path):
     assert "| mingru | 4 |" in md and "parity 7-12" in md
     saved = json.loads((tmp_path / "formal.json").read_text())
     assert saved["runs"][0]["long_accuracy"] == pytest.approx(row["long_accuracy"])
+
+
+def test_formal_and_new_cells_command_lines():
+    args = parser().parse_args(["formal", "--task", "modarith", "--out", "x"])
+    assert (args.task, args.out) == ("modarith", "x")
+    assert parser().parse_args(["formal"]).task is None
+    args = parser().parse_args(["sweep", "--task", "copy", "--grid", "new_cells"])
+    assert args.grid == "new_cells"
+    assert lr.SWEEPS["copy"]["new_cells"]["cells"] == tuple(lr.EXTRA_CELLS)
