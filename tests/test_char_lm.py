@@ -225,3 +225,87 @@ def test_compare_writes_table_and_plot(tmp_path, text_file):
     assert (out / "reg.png").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown variants"):
         char_lm.compare(str(tmp_path / "runs"), base, variants=["magic"], out_dir=out)
+
+
+# -- the cells after the survey (issue 14): minGRU, minLSTM, sLSTM, mLSTM --------------------
+NEW_CELLS = ("mingru", "minlstm", "slstm", "mlstm")
+
+
+@pytest.mark.parametrize("cell", NEW_CELLS)
+def test_new_cell_trains_and_count_params_matches(cell):
+    """A few Adam steps on one batch lower the loss; ``count_params`` counts the real init."""
+    import optax
+
+    from experiments.char_lm.model import build_cell, init_params, make_loss_fn
+
+    config = char_lm.CharLMConfig(cell=cell, layers=1, hidden=8, embed=4, num_heads=2)
+    V = 11
+    model = build_cell(config)
+    params = init_params(model, config, V, jax.random.key(0))
+    assert sum(np.size(x) for x in jax.tree.leaves(params)) == char_lm.count_params(config, V)
+    tokens = jax.random.randint(jax.random.key(1), (2, 9), 0, V)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:]}
+    carry = model.initial_carry((2,))
+    loss_fn = make_loss_fn(model, config)
+    opt = optax.adam(3e-2)
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, grads = jax.value_and_grad(
+            lambda p: loss_fn(p, batch, None, carry).loss_sum / tokens[:, 1:].size
+        )(params)
+        updates, opt_state = opt.update(grads, opt_state)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state, losses = opt.init(params), []
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes dtypes
+        for _ in range(6):
+            params, opt_state, loss = step(params, opt_state)
+            losses.append(float(loss))
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.1, losses
+
+
+def test_new_cells_on_the_command_line_and_their_errors(tmp_path):
+    w = ["--workdir", str(tmp_path / "x")]
+    config, _ = config_from_args([*w, "--cell", "mlstm", "--num-heads", "2", "--hidden", "6"])
+    assert (config.cell, config.num_heads, config.hidden) == ("mlstm", 2, 6)
+    with pytest.raises(UsageError, match="--num-heads: expected a divisor of --hidden 6"):
+        config_from_args([*w, "--cell", "slstm", "--num-heads", "4", "--hidden", "6"])
+    with pytest.raises(UsageError, match="--weight-drop: expected 0 for --cell mingru"):
+        config_from_args([*w, "--cell", "mingru", "--weight-drop", "0.1"])
+    with pytest.raises(UsageError, match="--proj: expected an LSTM-family"):
+        config_from_args([*w, "--cell", "minlstm", "--proj", "4"])
+    with pytest.raises(UsageError, match="--time-budget"):
+        config_from_args([*w, "--time-budget", "0"])
+
+
+def test_matched_hidden_is_the_nearest_count():
+    config = char_lm.CharLMConfig(cell="mingru", layers=2, hidden=8, embed=8)
+    target = char_lm.count_params(char_lm.CharLMConfig(layers=2, hidden=32, embed=8), 20)
+    hidden, n = char_lm.matched_hidden(config, target, 20, multiple=4)
+    assert hidden % 4 == 0 and n == char_lm.count_params(
+        char_lm.CharLMConfig(cell="mingru", layers=2, hidden=hidden, embed=8), 20
+    )
+    for other in range(4, 4 * 40, 4):
+        c = char_lm.CharLMConfig(cell="mingru", layers=2, hidden=other, embed=8)
+        assert abs(n - target) <= abs(char_lm.count_params(c, 20) - target)
+
+
+def test_time_budget_stops_saves_and_evaluates(tmp_path, text_file):
+    """A budget spent after the first (compiling) step stops there: a checkpoint, a timeline
+    record and validation/test results at step 1, long before ``total_steps``. sLSTM, whose
+    initial carry shares one zeros buffer between its leaves, trains despite the donated
+    carry."""
+    config = char_lm.CharLMConfig(
+        data=text_file,
+        **{**TINY, "cell": "slstm", "num_heads": 2, "total_steps": 10_000, "time_budget": 1e-3},
+    )
+    workdir = tmp_path / "budget"
+    res = char_lm.train_and_evaluate(config, str(workdir), verbose=False)
+    assert res["step"] == 1 and res["time_budget_s"] == 1e-3
+    assert np.isfinite(res["val_bits_per_char"]) and np.isfinite(res["test_bits_per_char"])
+    assert len(res["load_average"]) == 3
+    assert os.listdir(workdir / "checkpoints") == ["1"]
+    assert [r["step"] for r in read_jsonl(str(workdir / "timeline.jsonl"))] == [1]
+    assert res["train_elapsed_s"] >= 1e-3
+    assert char_lm.restore(str(workdir)).step == 1

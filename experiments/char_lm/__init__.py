@@ -11,7 +11,9 @@ Re-running ``train`` with the same ``--workdir`` resumes from the latest checkpo
 run's saved configuration (flags given again override it, e.g. a larger ``--steps``).
 
 Model: character embedding -> a deep stack of recurrent layers (``--cell lstm|gru|peephole|
-cifg|rnn``, ``--layers``, ``--hidden``, ``--proj`` for an LSTMP) -> softmax readout. Training:
+cifg|rnn|mingru|minlstm|slstm|mlstm``, ``--layers``, ``--hidden``, ``--proj`` for an LSTMP,
+``--num-heads`` for sLSTM and mLSTM) -> softmax readout. ``--time-budget S`` stops training
+after ``S`` seconds and evaluates. Training:
 contiguous-stream batches with truncated BPTT (the carry flows from one batch to the next),
 AdamW with global-norm clipping and a cosine schedule, Orbax checkpoints with exact resume,
 JSONL/TensorBoard logs, a tqdm bar and a learning-curve PNG, all from :mod:`seqjax.train`.
@@ -21,7 +23,9 @@ non-recurrent connections (embedding output, between layers, before the readout;
 al. 2014), ``--input-dropout``/``--recurrent-dropout`` (variational, Gal & Ghahramani 2016),
 ``--zoneout-h``/``--zoneout-c`` (Krueger et al. 2016), ``--weight-drop`` (Merity et al. 2017).
 ``python -m experiments.char_lm compare`` trains one model per method and writes the train vs
-validation comparison to ``experiments/results/char_lm/``.
+validation comparison to ``experiments/results/char_lm/``; ``compare-cells`` trains each cell
+at the 2-layer LSTM's parameter count for the same training time
+(:mod:`~experiments.char_lm.cells_compare`).
 
 Modules: :mod:`~experiments.char_lm.config` (defaults, ``--quick``, validation),
 :mod:`~experiments.char_lm.input_pipeline`, :mod:`~experiments.char_lm.model`,
@@ -30,8 +34,10 @@ Modules: :mod:`~experiments.char_lm.config` (defaults, ``--quick``, validation),
 and the command line in ``__main__.py``.
 """
 
+from experiments.char_lm.cells_compare import CELLS_BASE, compare_cells, matched_hidden
 from experiments.char_lm.compare import COMPARE_BASE, COMPARE_VARIANTS, compare
 from experiments.char_lm.config import QUICK, CharLMConfig, validate_config
+from experiments.char_lm.model import count_params
 from experiments.char_lm.sample import sample
 from experiments.char_lm.train import (
     Model,
@@ -43,14 +49,18 @@ from experiments.char_lm.train import (
 )
 
 __all__ = [
+    "CELLS_BASE",
     "COMPARE_BASE",
     "COMPARE_VARIANTS",
     "QUICK",
     "CharLMConfig",
     "Model",
     "compare",
+    "compare_cells",
+    "count_params",
     "evaluate_run",
     "load_vocab",
+    "matched_hidden",
     "restore",
     "sample",
     "saved_config",

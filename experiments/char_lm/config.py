@@ -9,7 +9,12 @@ from experiments.scaffold.configs import FieldChecks, option_name
 from experiments.scaffold.configs import check_resume as scaffold_check_resume
 from seqjax.train import TrainConfig
 
-CELLS = ("lstm", "gru", "peephole", "cifg", "rnn")
+CELLS = ("lstm", "gru", "peephole", "cifg", "rnn", "mingru", "minlstm", "slstm", "mlstm")
+#: Cells with an LSTM projection (``--proj``) and a cell state ``c`` (``--zoneout-c``).
+LSTM_FAMILY = ("lstm", "peephole", "cifg")
+#: The cells after the classic survey (Feng et al. 2024; Beck et al. 2024): the per-layer
+#: regularisation wrappers (variational dropout, zoneout, weight drop) are not defined for them.
+NEW_CELLS = ("mingru", "minlstm", "slstm", "mlstm")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -32,7 +37,11 @@ class CharLMConfig(TrainConfig):
       val_fraction, test_fraction: contiguous validation and test ranges at the end.
       seq_len: truncated-BPTT window ``T`` (characters per stream per step).
       cell: ``lstm``, ``gru``, ``peephole`` (LSTM with peepholes), ``cifg`` (coupled input and
-        forget gates, with peepholes, Greff et al. 2017) or ``rnn`` (tanh Elman).
+        forget gates, with peepholes, Greff et al. 2017), ``rnn`` (tanh Elman), ``mingru`` or
+        ``minlstm`` (Feng et al. 2024), ``slstm`` or ``mlstm`` (Beck et al. 2024; plain layers
+        of the cell, stacked like the others, without the xLSTM residual blocks).
+      num_heads: heads of ``slstm`` (block-diagonal recurrence) and ``mlstm`` (matrix memory
+        per head); must divide ``hidden``; ignored by the other cells.
       layers: depth of the recurrent stack.
       hidden: hidden units per layer.
       proj: LSTMP projection size (LSTM-family cells only), or None.
@@ -43,6 +52,10 @@ class CharLMConfig(TrainConfig):
       recurrent_dropout: variational dropout on the ``h`` fed back in each layer.
       zoneout_h, zoneout_c: zoneout probabilities of ``h`` and ``c`` (``c``: LSTMs only).
       weight_drop: DropConnect rate on each layer's recurrent matrix.
+      time_budget: stop training at the first step after this many seconds of training time
+        (the run's wall time as ``timeline.jsonl`` records it, compilation included, summed over
+        resumed sessions), then save a checkpoint and evaluate as at ``total_steps``; None: no
+        budget. ``total_steps`` still bounds the run and shapes the schedule.
       eval_train: at every evaluation also measure the loss on a training slice as large as the
         validation set, without dropout (``train_eval`` records of ``timeline.jsonl``), to
         compare train and validation curves.
@@ -57,6 +70,7 @@ class CharLMConfig(TrainConfig):
     layers: int = 2
     hidden: int = 256
     proj: int | None = None
+    num_heads: int = 4
     embed: int = 64
     unroll: int = 4
     dropout: float = 0.0
@@ -65,6 +79,7 @@ class CharLMConfig(TrainConfig):
     zoneout_h: float = 0.0
     zoneout_c: float = 0.0
     weight_drop: float = 0.0
+    time_budget: float | None = None
     eval_train: bool = False
     # training defaults for this job (fields of TrainConfig)
     total_steps: int = 3000
@@ -96,7 +111,7 @@ QUICK = dict(
 )
 
 #: Fields that fix the parameter shapes or the vocabulary: a resumed run cannot change them.
-ARCHITECTURE = ("cell", "layers", "hidden", "proj", "embed", "data", "max_chars")
+ARCHITECTURE = ("cell", "layers", "hidden", "proj", "num_heads", "embed", "data", "max_chars")
 ARCHITECTURE += ("val_fraction", "test_fraction")
 
 
@@ -117,10 +132,25 @@ def validate_config(config: CharLMConfig) -> None:
 
     checks.one_of("cell", CELLS)
     ints = ("layers", "hidden", "embed", "seq_len", "unroll", "total_steps", "batch_size")
-    checks.ints(ints + ("log_every", "keep", "accumulate_steps"), 1)
+    checks.ints(ints + ("num_heads", "log_every", "keep", "accumulate_steps"), 1)
     checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps", "decay_every"), 0)
+    if config.cell in ("slstm", "mlstm") and config.hidden % config.num_heads:
+        raise UsageError(
+            f"--num-heads: expected a divisor of --hidden {config.hidden} for --cell "
+            f"{config.cell}, got {config.num_heads}"
+        )
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise bad("time_budget", "a number of seconds > 0 (or none)")
+    if config.cell in NEW_CELLS:
+        for name in ("input_dropout", "recurrent_dropout", "zoneout_h", "zoneout_c", "weight_drop"):
+            if getattr(config, name) > 0:
+                raise UsageError(
+                    f"{flag(name)}: expected 0 for --cell {config.cell} (only --dropout applies "
+                    f"to it; the per-layer wrappers are for {', '.join(CELLS[:5])}), got "
+                    f"{getattr(config, name)}"
+                )
     if config.proj is not None:
-        if config.cell in ("gru", "rnn"):
+        if config.cell not in LSTM_FAMILY:
             raise UsageError(
                 f"--proj: expected an LSTM-family --cell for a projection, got --cell {config.cell}"
             )
@@ -143,7 +173,7 @@ def validate_config(config: CharLMConfig) -> None:
     for name in ("zoneout_h", "zoneout_c"):
         if not 0 <= getattr(config, name) <= 1:
             raise bad(name, "a probability in [0, 1]")
-    if config.zoneout_c > 0 and config.cell in ("gru", "rnn"):
+    if config.zoneout_c > 0 and config.cell not in LSTM_FAMILY:
         raise UsageError(
             "--zoneout-c: expected an LSTM-family --cell (it zones out the cell state c), "
             f"got --cell {config.cell}"

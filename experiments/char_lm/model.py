@@ -37,7 +37,31 @@ def base_cell(config: CharLMConfig) -> seqjax.Cell:
         return seqjax.LSTM(h, proj_size=p, peephole=True, coupled=True)
     if config.cell == "gru":
         return seqjax.GRU(h, reset_after=True)  # one recurrent matmul per step (cuDNN form)
+    if config.cell == "mingru":
+        return seqjax.MinGRU(h)
+    if config.cell == "minlstm":
+        return seqjax.MinLSTM(h)
+    if config.cell == "slstm":
+        return seqjax.SLSTM(h, num_heads=config.num_heads)
+    if config.cell == "mlstm":
+        return seqjax.MLSTM(h, num_heads=config.num_heads)
     return seqjax.SimpleRNN(h)
+
+
+def count_params(config: CharLMConfig, vocab_size: int) -> int:
+    """Parameters of the model of ``config`` for a ``vocab_size``-symbol vocabulary.
+
+    Computed from the shapes alone (nothing is initialised).
+
+    Example:
+      >>> from experiments.char_lm.config import CharLMConfig
+      >>> c = CharLMConfig(layers=1, hidden=8, embed=4)
+      >>> count_params(c, 10) == 10 * 4 + 4 * 8 * (4 + 8) + 4 * 8 + 8 * 10 + 10
+      True
+    """
+    cell = build_cell(config)
+    shapes = jax.eval_shape(lambda k: init_params(cell, config, vocab_size, k), jax.random.key(0))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
 
 
 def build_cell(config: CharLMConfig) -> seqjax.Stack:

@@ -30,7 +30,9 @@ from experiments.scaffold.restore import restore_params
 from experiments.scaffold.timeline import Timeline
 from seqjax.data import text as textdata
 from seqjax.train import (
+    Checkpointer,
     TrainState,
+    config_to_dict,
     evaluate,
     make_eval_step,
     make_mesh,
@@ -39,6 +41,33 @@ from seqjax.train import (
 )
 
 TRAIN_COMMAND = "python -m experiments.char_lm train --workdir ..."
+
+
+class _BudgetReached(Exception):
+    """Raised by :class:`_TimeBudget` to leave the training loop; carries the last state."""
+
+    def __init__(self, step: int, state: TrainState):
+        super().__init__(f"time budget reached at step {step}")
+        self.step, self.state = step, state
+
+
+class _TimeBudget:
+    """Hook ``(step, state)``: after ``seconds`` of the timeline's training time, stop.
+
+    It waits for the step's computation (so the clock measures finished steps, not dispatched
+    ones), has the timeline record the step, and raises :class:`_BudgetReached`.
+    """
+
+    def __init__(self, seconds: float, timeline: Timeline):
+        self.seconds, self.timeline = seconds, timeline
+
+    def __call__(self, step: int, state: TrainState) -> None:
+        jax.block_until_ready(state.step)
+        if self.timeline.elapsed() < self.seconds:
+            return
+        self.timeline.total_steps = step  # the run's last step: the timeline records it
+        self.timeline(step, state)
+        raise _BudgetReached(step, state)
 
 
 def saved_config(workdir: str) -> CharLMConfig | None:
@@ -133,24 +162,44 @@ def train_and_evaluate(
     timeline = Timeline(
         workdir, every=config.eval_every, total_steps=config.total_steps, measure=measure
     )
+    hooks: tuple = (timeline,)
+    if config.time_budget is not None:
+        hooks += (_TimeBudget(config.time_budget, timeline),)
 
-    result = train_loop(
-        config,
-        workdir,
-        # one compiled call instead of dozens of small eager ones (orthogonal init, splits)
-        init_params=jax.jit(lambda key: init_params(cell, config, V, key)),
-        loss_fn=loss_fn,
-        train_batch=lambda step: stream_window(streams, step, config.seq_len),
-        eval_batches=lambda: val_batches,
-        init_carry=cell.initial_carry((config.batch_size,)),
-        eval_carry=cell.initial_carry((val_streams.shape[0],)),
-        mesh=mesh,
-        hooks=(timeline,),
-        verbose=verbose,
-    )
-    params = result.state.params
-    val = result.eval_metrics  # the loop evaluates the final step on the validation split
-    if val is None:  # nothing left to train (a finished run re-run): evaluate here
+    prior = _latest_step(workdir) if config.time_budget is not None else None
+    try:
+        result = train_loop(
+            config,
+            workdir,
+            # one compiled call instead of dozens of small eager ones (orthogonal init, splits)
+            init_params=jax.jit(lambda key: init_params(cell, config, V, key)),
+            loss_fn=loss_fn,
+            train_batch=lambda step: stream_window(streams, step, config.seq_len),
+            eval_batches=lambda: val_batches,
+            # host copies: the train step donates the carry, and a cell may return one buffer
+            # for several leaves (seqjax.SLSTM's zeros), which donation rejects
+            init_carry=jax.tree.map(np.array, cell.initial_carry((config.batch_size,))),
+            eval_carry=cell.initial_carry((val_streams.shape[0],)),
+            mesh=mesh,
+            hooks=hooks,
+            verbose=verbose,
+        )
+        state, val, train_metrics = result.state, result.eval_metrics, result.train_metrics
+        resumed_from = result.resumed_from
+    except _BudgetReached as stop:
+        state, val = stop.state, None  # validation follows below, as for a finished run
+        _save_stopped(config, workdir, stop)
+        train_metrics = _last_train_record(workdir)
+        resumed_from = prior
+        if verbose:
+            print(
+                f"time budget {config.time_budget:g} s reached after step {stop.step}: "
+                "checkpoint saved, evaluating",
+                flush=True,
+            )
+    params = state.params
+    # the loop evaluated the final step on the validation split unless it stopped early
+    if val is None:  # nothing left to train (a finished run re-run) or budget reached
         val = evaluate(
             eval_step, params, val_batches, mesh, cell.initial_carry((val_streams.shape[0],))
         )
@@ -162,7 +211,7 @@ def train_and_evaluate(
         cell.initial_carry((test_streams.shape[0],)),
     )
     n_params = sum(int(np.size(x)) for x in jax.tree.leaves(params))
-    final_step = int(jax.device_get(result.state.step))
+    final_step = int(jax.device_get(state.step))
     elapsed = timeline.elapsed_at(final_step)
     results = {
         "step": final_step,
@@ -178,8 +227,10 @@ def train_and_evaluate(
         "train_chars": int(len(corpus.train)),
         "train_elapsed_s": elapsed,
         "session_s": time.perf_counter() - session_start,
-        "resumed_from": result.resumed_from,
-        "train_tokens_per_sec_last_window": (result.train_metrics or {}).get("tokens_per_sec"),
+        "resumed_from": resumed_from,
+        "train_tokens_per_sec_last_window": (train_metrics or {}).get("tokens_per_sec"),
+        "time_budget_s": config.time_budget,
+        "load_average": _load_average(),
         "jax": jax.__version__,
         "devices": [str(d) for d in jax.devices()],
     }
@@ -193,6 +244,48 @@ def train_and_evaluate(
             flush=True,
         )
     return results
+
+
+def _latest_step(workdir: str) -> int | None:
+    """The run's latest checkpoint step (None: no checkpoint)."""
+    probe = Checkpointer(os.path.join(workdir, "checkpoints"))
+    try:
+        return probe.latest_step()
+    finally:
+        probe.close()
+
+
+def _save_stopped(config: CharLMConfig, workdir: str, stop: _BudgetReached) -> None:
+    """Checkpoints the state a time budget stopped at (unless the loop just saved it)."""
+    ckpt = Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        keep=config.keep,
+        keep_best=config.keep_best,
+        best_metric=config.best_metric,
+        best_mode=config.best_mode,
+        async_save=False,
+    )
+    try:
+        ckpt.save(stop.state, step=stop.step, config=config_to_dict(config))
+    finally:
+        ckpt.close()
+
+
+def _last_train_record(workdir: str) -> dict[str, Any] | None:
+    """The last ``train`` record of ``metrics.jsonl`` (None: none)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return None
+    rows = [r for r in seqjax.train.read_metrics(path) if r.get("split") == "train"]
+    return rows[-1] if rows else None
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages at the end of training (None where unknown)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 # -- restoring and evaluating -------------------------------------------------------------------
