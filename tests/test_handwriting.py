@@ -181,8 +181,10 @@ def test_evaluate_json_and_plot(run_dir, tmp_path, capsys):
     out = cli.main(["evaluate", "--workdir", workdir, "--plot", png])
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads(json.dumps(out))
-    assert printed["step"] == 8 and printed["test_lines"] == 6
+    assert printed["step"] == 8 and printed["num_lines"] == 6 and printed["lines"] == "test"
     assert printed["greedy"] == second["test"]["greedy"]  # same checkpoint, same decoding
+    g = printed["greedy"]
+    assert g["cer"] == pytest.approx(g["substitutions"] + g["deletions"] + g["insertions"])
     with Image.open(png) as img:
         assert img.format == "PNG" and img.size[0] > 300
 

@@ -47,7 +47,9 @@ HELP = {
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="runs/lines", help="run directory (default: %(default)s)")
     p.add_argument(
-        "--quick", action="store_true", help="a small model on 2,000 lines (a minute or two)"
+        "--quick",
+        action="store_true",
+        help="1 layer of 64 units, 1,000 steps (1.9 min at load 8; CER about 29 %%)",
     )
     add_config_arguments(
         p,
@@ -80,7 +82,7 @@ def _recognize(args: argparse.Namespace) -> list[str]:
 def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from experiments.handwriting.train import evaluate_run, plot_examples
 
-    out = evaluate_run(args.workdir)
+    out = evaluate_run(args.workdir, args.lines)
     if args.plot:
         out["plot"] = plot_examples(args.workdir, args.plot)
     print(json.dumps(out, indent=2))
@@ -134,6 +136,12 @@ def parser() -> ArgumentParser:
         "decoding on the test lines (held-out digit images), as JSON.",
     )
     p.add_argument("--workdir", default="runs/lines")
+    p.add_argument(
+        "--lines",
+        choices=("test", "train"),
+        default="test",
+        help="test: the held-out digit images (default); train: new lines of training images",
+    )
     p.add_argument(
         "--plot", default=None, help="also write a PNG of example lines, readings and alignment"
     )

@@ -69,9 +69,17 @@ def recognize(
 
 
 def error_rates(refs: list[str], hyps: list[str]) -> dict[str, float]:
-    """Character error rate over digits and whole-line accuracy (every digit right)."""
+    """Character error rate over digits, its substitution, deletion and insertion parts (per
+    reference digit, from ``jiwer``'s alignment) and whole-line accuracy (every digit right)."""
+    import jiwer  # a dependency of seqjax.ctc.cer already
+
+    kinds = jiwer.process_characters(refs, hyps)
+    digits = max(1, sum(len(r) for r in refs))
     return {
         "cer": ctc.cer(refs, hyps),
+        "substitutions": kinds.substitutions / digits,
+        "deletions": kinds.deletions / digits,
+        "insertions": kinds.insertions / digits,
         "line_accuracy": float(np.mean([r == h for r, h in zip(refs, hyps, strict=True)])),
     }
 
@@ -100,6 +108,8 @@ def posteriors_and_alignment(
     n = int(lengths[0])
     post = np.asarray(ctc.frame_posteriors(logits, jnp.asarray(lengths)))[0, :n]
     labels = np.array([[int(c) + 1 for c in text]], np.int32)
-    ali = ctc.best_alignment(logits, jnp.asarray(lengths), labels, np.array([len(text)]))
+    ali = ctc.best_alignment(
+        logits, jnp.asarray(lengths), jnp.asarray(labels), jnp.asarray([len(text)], jnp.int32)
+    )
     greedy, k = ctc.greedy_decode(logits, jnp.asarray(lengths))
     return post, np.asarray(ali.tokens)[0, :n], to_text(np.asarray(greedy), np.asarray(k))[0]

@@ -191,9 +191,11 @@ def read_png(path: str) -> np.ndarray:
         raise UsageError(f"IMAGE.png: expected a PNG file, got the directory {path!r}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UsageError(f"IMAGE.png: expected a PNG image, got {path!r} ({e})") from None
-    top = 65535.0 if arr.max() > 255 else 255.0
     if arr.ndim != 2 or arr.size == 0:
-        raise UsageError(f"IMAGE.png: expected a non-empty image, got shape {arr.shape}")
+        raise UsageError(
+            f"IMAGE.png: expected a non-empty image, got shape {arr.shape} in {path!r}"
+        )
+    top = 65535.0 if arr.max() > 255 else 255.0  # 16-bit grey-scale
     return np.clip(arr / top, 0.0, 1.0)
 
 
@@ -215,9 +217,8 @@ def prepare_line(image: np.ndarray, height: int) -> np.ndarray:
     x = np.asarray(image, np.float32)
     border = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]])
     if np.median(border) > 0.5:
-        x = 1.0 - x
-    x = x - np.median(border if np.median(border) <= 0.5 else 1.0 - border)
-    x = np.clip(x, 0.0, None)
+        x, border = 1.0 - x, 1.0 - border
+    x = np.clip(x - np.median(border), 0.0, None)  # the paper's grey level becomes 0
     if x.max() > 0:
         x = x / x.max()
     ink = x > 0.2

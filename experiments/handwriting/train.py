@@ -197,16 +197,25 @@ def restore(workdir: str) -> Model:
     return Model(config, cell, params, got)
 
 
-def evaluate_run(workdir: str) -> dict[str, Any]:
-    """CER and line accuracy of greedy and beam decoding on the held-out test lines.
+def evaluate_run(workdir: str, lines: str = "test") -> dict[str, Any]:
+    """CER and line accuracy of greedy and beam decoding.
+
+    Args:
+      workdir: the run directory.
+      lines: ``"test"``: the run's test lines (held-out digit images); ``"train"``: as many new
+        lines of the training digit images (the validation seed, never trained on as lines).
 
     Raises:
       UsageError: not a run directory.
     """
     model = restore(workdir)
-    test = load_data(model.config, ("test",))["test"]
-    rates = decode.evaluate_decoders(model.cell, model.config, model.params, test)
-    return {"step": model.step, "test_lines": len(test), **rates}
+    cfg = model.config
+    if lines == "test":
+        ds = load_data(cfg, ("test",))["test"]
+    else:
+        ds = _cached_set("val", cfg.num_test, cfg.data_seed, cfg.max_digits, cfg.height)
+    rates = decode.evaluate_decoders(model.cell, cfg, model.params, ds)
+    return {"step": model.step, "lines": lines, "num_lines": len(ds), **rates}
 
 
 def recognize_files(workdir: str, paths: list[str], beam: int = 0) -> list[str]:
