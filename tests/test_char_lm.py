@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -228,7 +229,7 @@ def test_compare_writes_table_and_plot(tmp_path, text_file):
 
 
 # -- the cells after the survey (issue 14): minGRU, minLSTM, sLSTM, mLSTM --------------------
-NEW_CELLS = ("mingru", "minlstm", "slstm", "mlstm")
+NEW_CELLS = ("mingru", "minlstm", "slstm", "mlstm", "xlstm")
 
 
 @pytest.mark.parametrize("cell", NEW_CELLS)
@@ -238,7 +239,9 @@ def test_new_cell_trains_and_count_params_matches(cell):
 
     from experiments.char_lm.model import build_cell, init_params, make_loss_fn
 
-    config = char_lm.CharLMConfig(cell=cell, layers=1, hidden=8, embed=4, num_heads=2)
+    # xlstm: one sLSTM block (the mLSTM block of layer 2 is checked without compiling below)
+    embed = 8 if cell == "xlstm" else 4
+    config = char_lm.CharLMConfig(cell=cell, layers=1, hidden=8, embed=embed, num_heads=2)
     V = 11
     model = build_cell(config)
     params = init_params(model, config, V, jax.random.key(0))
@@ -277,6 +280,14 @@ def test_new_cells_on_the_command_line_and_their_errors(tmp_path):
         config_from_args([*w, "--cell", "minlstm", "--proj", "4"])
     with pytest.raises(UsageError, match="--time-budget"):
         config_from_args([*w, "--time-budget", "0"])
+    with pytest.raises(UsageError, match="--embed: expected --hidden 8 for --cell xlstm"):
+        config_from_args([*w, "--cell", "xlstm", "--hidden", "8", "--embed", "4"])
+    from experiments.char_lm.model import build_cell
+
+    config, _ = config_from_args([*w, "--cell", "xlstm", "--hidden", "8", "--embed", "8"])
+    blocks = [(type(b).__name__, type(b.cell).__name__) for b in build_cell(config).layers]
+    assert blocks == [("XLSTMBlock", "SLSTM"), ("XLSTMBlock", "MLSTM")]
+    assert build_cell(config).layers[0].cell.conv_kernel_size == 4
 
 
 def test_matched_hidden_is_the_nearest_count():
@@ -291,21 +302,53 @@ def test_matched_hidden_is_the_nearest_count():
         assert abs(n - target) <= abs(char_lm.count_params(c, 20) - target)
 
 
-def test_time_budget_stops_saves_and_evaluates(tmp_path, text_file):
-    """A budget spent after the first (compiling) step stops there: a checkpoint, a timeline
-    record and validation/test results at step 1, long before ``total_steps``. sLSTM, whose
+def test_time_budget_and_compare_cells(tmp_path, text_file):
+    """``compare_cells`` with a budget spent after the first (compiling) step: the cell stops
+    there with a checkpoint, a timeline record and validation/test results, long before
+    ``total_steps``, and joins the rows of an earlier table with the same base. sLSTM, whose
     initial carry shares one zeros buffer between its leaves, trains despite the donated
     carry."""
-    config = char_lm.CharLMConfig(
+    from experiments.char_lm.cells_compare import _shown
+
+    base = char_lm.CharLMConfig(
         data=text_file,
-        **{**TINY, "cell": "slstm", "num_heads": 2, "total_steps": 10_000, "time_budget": 1e-3},
+        **{**TINY, "hidden": 64, "embed": 16, "layers": 2, "total_steps": 10_000},
+        time_budget=1e-3,
     )
-    workdir = tmp_path / "budget"
-    res = char_lm.train_and_evaluate(config, str(workdir), verbose=False)
-    assert res["step"] == 1 and res["time_budget_s"] == 1e-3
-    assert np.isfinite(res["val_bits_per_char"]) and np.isfinite(res["test_bits_per_char"])
-    assert len(res["load_average"]) == 3
+    out, root = tmp_path / "results", tmp_path / "runs"
+    out.mkdir()
+    earlier = {"hidden": 64, "params": 1, "steps": 9, "train_s": 1.0, "val_bits_per_char": 2.0}
+    earlier.update(test_bits_per_char=2.0, tokens_per_sec_last_window=None)
+    earlier.update(load_average_before=[1, 1, 1], load_average_after=[1, 1, 1])
+    from experiments.char_lm.input_pipeline import load_corpus
+
+    vocab = load_corpus(base).vocab.size
+    target = char_lm.count_params(base, vocab)
+    old = {"command": "a", "base_config": _shown(base), "reference_params": target}
+    (out / "t.json").write_text(json.dumps({**old, "results": {"lstm": earlier}}))
+    both = char_lm.compare_cells(
+        str(root), base, cells=["slstm"], out_dir=out, name="t", command="b", verbose=False
+    )
+    assert list(both) == ["lstm", "slstm"] and both["lstm"]["steps"] == 9
+    assert len(char_lm.load_vocab(str(root / "slstm")).symbols) == vocab
+    row, workdir = both["slstm"], root / "slstm"
+    assert row["steps"] == 1 and row["train_s"] >= 1e-3
+    assert abs(row["params"] - target) <= 0.05 * target and row["hidden"] != 64
+    assert np.isfinite(row["val_bits_per_char"]) and np.isfinite(row["test_bits_per_char"])
+    assert len(row["load_average_before"]) == 3 == len(row["load_average_after"])
     assert os.listdir(workdir / "checkpoints") == ["1"]
     assert [r["step"] for r in read_jsonl(str(workdir / "timeline.jsonl"))] == [1]
-    assert res["train_elapsed_s"] >= 1e-3
     assert char_lm.restore(str(workdir)).step == 1
+    res = json.load(open(workdir / "results.json"))
+    assert res["time_budget_s"] == 1e-3 and res["params"] == row["params"]
+    saved = json.load(open(out / "t.json"))
+    assert saved["reference_params"] == target
+    assert [saved["results"][c]["command"] for c in ("lstm", "slstm")] == ["a", "b"]
+    table = (out / "t.md").read_text()
+    assert (
+        "Commands: `a`; `b`" in table and "| slstm |" in table and "| lstm | 64 | 1 | 9 |" in table
+    )
+    with pytest.raises(UsageError, match="within 5%"):
+        char_lm.compare_cells(
+            str(root), dataclasses.replace(base, hidden=8, embed=4), cells=["mingru"], out_dir=out
+        )

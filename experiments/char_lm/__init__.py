@@ -11,9 +11,9 @@ Re-running ``train`` with the same ``--workdir`` resumes from the latest checkpo
 run's saved configuration (flags given again override it, e.g. a larger ``--steps``).
 
 Model: character embedding -> a deep stack of recurrent layers (``--cell lstm|gru|peephole|
-cifg|rnn|mingru|minlstm|slstm|mlstm``, ``--layers``, ``--hidden``, ``--proj`` for an LSTMP,
-``--num-heads`` for sLSTM and mLSTM) -> softmax readout. ``--time-budget S`` stops training
-after ``S`` seconds and evaluates. Training:
+cifg|rnn|mingru|minlstm|slstm|mlstm|xlstm``, ``--layers``, ``--hidden``, ``--proj`` for an
+LSTMP, ``--num-heads`` for sLSTM, mLSTM and xLSTM blocks) -> softmax readout.
+``--time-budget S`` stops training after ``S`` seconds and evaluates. Training:
 contiguous-stream batches with truncated BPTT (the carry flows from one batch to the next),
 AdamW with global-norm clipping and a cosine schedule, Orbax checkpoints with exact resume,
 JSONL/TensorBoard logs, a tqdm bar and a learning-curve PNG, all from :mod:`seqjax.train`.

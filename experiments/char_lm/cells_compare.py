@@ -43,7 +43,7 @@ CELLS_BASE = dict(
 )
 
 #: The cells compared by default; ``lstm`` at the base's hidden size is the reference.
-CELLS_COMPARED = ("lstm", "mingru", "minlstm", "slstm", "mlstm")
+CELLS_COMPARED = ("lstm", "mingru", "minlstm", "slstm", "mlstm", "xlstm")
 
 #: Largest relative difference from the reference parameter count accepted.
 TOLERANCE = 0.05
@@ -55,7 +55,8 @@ def matched_hidden(
     """The hidden size (a multiple of ``multiple``) whose model is nearest ``target`` params.
 
     Args:
-      config: the model (its ``hidden`` is replaced).
+      config: the model (its ``hidden`` is replaced, and its ``embed`` too for ``xlstm``,
+        whose residual blocks need ``embed == hidden``).
       target: the parameter count to match.
       vocab_size: symbols of the vocabulary (embedding and readout sizes).
       multiple: step of the hidden sizes tried (a multiple of ``num_heads`` for sLSTM/mLSTM).
@@ -72,12 +73,18 @@ def matched_hidden(
     best: tuple[int, int] | None = None
     hidden = multiple
     while True:
-        n = count_params(dataclasses.replace(config, hidden=hidden), vocab_size)
+        n = count_params(_with_hidden(config, hidden), vocab_size)
         if best is None or abs(n - target) < abs(best[1] - target):
             best = (hidden, n)
         if n > target:  # counts grow with the hidden size: nothing further is nearer
             return best
         hidden += multiple
+
+
+def _with_hidden(config: CharLMConfig, hidden: int) -> CharLMConfig:
+    if config.cell == "xlstm":
+        return dataclasses.replace(config, hidden=hidden, embed=hidden)
+    return dataclasses.replace(config, hidden=hidden)
 
 
 def compare_cells(
@@ -92,8 +99,10 @@ def compare_cells(
 ) -> dict[str, Any]:
     """Trains each cell at the reference LSTM's parameter count for ``base.time_budget`` s.
 
-    Each cell trains in ``root/<cell>``; a run directory that already holds a finished run is
-    evaluated again, not retrained (delete it to rerun).
+    Each cell trains in ``root/<cell>`` (delete it to rerun: a finished budgeted run would
+    train one more step). An existing ``<name>.json`` with the same base configuration keeps
+    the rows of cells not run this time, so cells can be added one command at a time; each
+    row records its command.
 
     Args:
       root: directory holding one run directory per cell.
@@ -131,7 +140,7 @@ def compare_cells(
             hidden, _ = matched_hidden(
                 config, target, vocab_size, multiple=math.lcm(8, base.num_heads)
             )
-            config = dataclasses.replace(config, hidden=hidden)
+            config = _with_hidden(config, hidden)
         validate_config(config)
         n = count_params(config, vocab_size)
         if abs(n - target) > TOLERANCE * target:
@@ -146,7 +155,7 @@ def compare_cells(
                 f"({(n - target) / target:+.1%} vs lstm {base.hidden}: {target:,})",
                 flush=True,
             )
-    summary: dict[str, Any] = {}
+    summary = _previous(Path(out_dir) / f"{name}.json", base, target)
     for cell, config in configs.items():
         if verbose:
             print(f"== {cell} (hidden {config.hidden}) ==", flush=True)
@@ -162,16 +171,38 @@ def compare_cells(
             "tokens_per_sec_last_window": res["train_tokens_per_sec_last_window"],
             "load_average_before": load_before,
             "load_average_after": res["load_average"],
+            "embed": config.embed,
+            "command": command,
         }
         _write(summary, base, target, Path(out_dir), name, command)
     return summary
 
 
-def _write(summary, base: CharLMConfig, target: int, out_dir: Path, name, command) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _shown(base: CharLMConfig) -> dict[str, Any]:
     keys = sorted(set(CELLS_BASE) | {"data", "max_chars", "seq_len", "batch_size"})
     keys += ["learning_rate", "optimizer", "seed", "unroll"]
-    shown = {k: getattr(base, k) for k in keys if k not in ("progress", "hidden")}
+    return {k: getattr(base, k) for k in keys if k not in ("progress", "hidden")}
+
+
+def _previous(path: Path, base: CharLMConfig, target: int) -> dict[str, Any]:
+    """The rows of an earlier ``<name>.json`` made with the same base and reference."""
+    if not path.exists():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    same = old.get("base_config") == json.loads(json.dumps(_shown(base)))
+    if not same or old.get("reference_params") != target:
+        return {}
+    rows = dict(old.get("results", {}))
+    for row in rows.values():
+        row.setdefault("command", old.get("command", ""))
+    return rows
+
+
+def _write(summary, base: CharLMConfig, target: int, out_dir: Path, name, command) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shown = _shown(base)
+    commands = list(dict.fromkeys(s.get("command", command) for s in summary.values()))
     write_json(
         out_dir / f"{name}.json",
         {
@@ -187,7 +218,10 @@ def _write(summary, base: CharLMConfig, target: int, out_dir: Path, name, comman
         f"# Cells at equal parameters ({target:,}) and equal training time "
         f"({base.time_budget:g} s)",
         "",
-        f"Command: `{command}`",
+        "Command"
+        + ("s" if len(commands) > 1 else "")
+        + ": "
+        + "; ".join(f"`{c}`" for c in commands),
         "",
         "Base: " + ", ".join(f"{k}={v}" for k, v in shown.items()) + ". Validation and test "
         "in bits/char. Training time includes compilation; measured on a shared 2-core CPU "

@@ -10,11 +10,12 @@ from experiments.scaffold.configs import check_resume as scaffold_check_resume
 from seqjax.train import TrainConfig
 
 CELLS = ("lstm", "gru", "peephole", "cifg", "rnn", "mingru", "minlstm", "slstm", "mlstm")
+CELLS += ("xlstm",)
 #: Cells with an LSTM projection (``--proj``) and a cell state ``c`` (``--zoneout-c``).
 LSTM_FAMILY = ("lstm", "peephole", "cifg")
 #: The cells after the classic survey (Feng et al. 2024; Beck et al. 2024): the per-layer
 #: regularisation wrappers (variational dropout, zoneout, weight drop) are not defined for them.
-NEW_CELLS = ("mingru", "minlstm", "slstm", "mlstm")
+NEW_CELLS = ("mingru", "minlstm", "slstm", "mlstm", "xlstm")
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -39,9 +40,11 @@ class CharLMConfig(TrainConfig):
       cell: ``lstm``, ``gru``, ``peephole`` (LSTM with peepholes), ``cifg`` (coupled input and
         forget gates, with peepholes, Greff et al. 2017), ``rnn`` (tanh Elman), ``mingru`` or
         ``minlstm`` (Feng et al. 2024), ``slstm`` or ``mlstm`` (Beck et al. 2024; plain layers
-        of the cell, stacked like the others, without the xLSTM residual blocks).
-      num_heads: heads of ``slstm`` (block-diagonal recurrence) and ``mlstm`` (matrix memory
-        per head); must divide ``hidden``; ignored by the other cells.
+        of the cell, stacked like the others, without the xLSTM residual blocks), or ``xlstm``
+        (xLSTM residual blocks, sLSTM and mLSTM alternating, each with its gated MLP; the
+        residual stream has ``hidden`` features, so it needs ``embed == hidden``).
+      num_heads: heads of ``slstm`` (block-diagonal recurrence), ``mlstm`` (matrix memory
+        per head) and ``xlstm``; must divide ``hidden``; ignored by the other cells.
       layers: depth of the recurrent stack.
       hidden: hidden units per layer.
       proj: LSTMP projection size (LSTM-family cells only), or None.
@@ -134,7 +137,12 @@ def validate_config(config: CharLMConfig) -> None:
     ints = ("layers", "hidden", "embed", "seq_len", "unroll", "total_steps", "batch_size")
     checks.ints(ints + ("num_heads", "log_every", "keep", "accumulate_steps"), 1)
     checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps", "decay_every"), 0)
-    if config.cell in ("slstm", "mlstm") and config.hidden % config.num_heads:
+    if config.cell == "xlstm" and config.embed != config.hidden:
+        raise UsageError(
+            f"--embed: expected --hidden {config.hidden} for --cell xlstm (its residual blocks "
+            f"add their input to their output), got {config.embed}"
+        )
+    if config.cell in ("slstm", "mlstm", "xlstm") and config.hidden % config.num_heads:
         raise UsageError(
             f"--num-heads: expected a divisor of --hidden {config.hidden} for --cell "
             f"{config.cell}, got {config.num_heads}"

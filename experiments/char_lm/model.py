@@ -26,9 +26,21 @@ class CharLMParams(NamedTuple):
     b_out: Array
 
 
-def base_cell(config: CharLMConfig) -> seqjax.Cell:
-    """One recurrent layer as named by ``config.cell`` (without regularisation)."""
+def base_cell(config: CharLMConfig, index: int = 0) -> seqjax.Cell:
+    """Layer ``index`` of the stack named by ``config.cell`` (without regularisation).
+
+    ``xlstm`` alternates xLSTM residual blocks (:class:`seqjax.XLSTMBlock`, the post
+    up-projection form, with its gated MLP): an sLSTM block (causal convolution of width 4 on
+    its input and forget gates) at even indices, an mLSTM block at odd ones, as the xLSTM[1:1]
+    models of Beck et al. 2024 (which put the mLSTM in a pre up-projection block instead).
+    """
     h, p = config.hidden, config.proj
+    if config.cell == "xlstm":
+        if index % 2 == 0:
+            return seqjax.XLSTMBlock(
+                seqjax.SLSTM(h, num_heads=config.num_heads, conv_kernel_size=4)
+            )
+        return seqjax.XLSTMBlock(seqjax.MLSTM(h, num_heads=config.num_heads))
     if config.cell == "lstm":
         return seqjax.LSTM(h, proj_size=p)
     if config.cell == "peephole":
@@ -67,16 +79,19 @@ def count_params(config: CharLMConfig, vocab_size: int) -> int:
 def build_cell(config: CharLMConfig) -> seqjax.Stack:
     """The recurrent stack with the configured regularisation wrappers on every layer."""
     validate_config(config)
-    layer = base_cell(config)
-    if config.weight_drop > 0:
-        layer = regularization.weight_drop(layer, rate=config.weight_drop)
-    if config.input_dropout > 0 or config.recurrent_dropout > 0:
-        layer = regularization.variational_dropout(
-            layer, input_rate=config.input_dropout, recurrent_rate=config.recurrent_dropout
-        )
-    if config.zoneout_h > 0 or config.zoneout_c > 0:
-        layer = regularization.zoneout(layer, h_rate=config.zoneout_h, c_rate=config.zoneout_c)
-    return seqjax.stack([layer] * config.layers, dropout=config.dropout)
+    layers = []
+    for index in range(config.layers):
+        layer = base_cell(config, index)
+        if config.weight_drop > 0:
+            layer = regularization.weight_drop(layer, rate=config.weight_drop)
+        if config.input_dropout > 0 or config.recurrent_dropout > 0:
+            layer = regularization.variational_dropout(
+                layer, input_rate=config.input_dropout, recurrent_rate=config.recurrent_dropout
+            )
+        if config.zoneout_h > 0 or config.zoneout_c > 0:
+            layer = regularization.zoneout(layer, h_rate=config.zoneout_h, c_rate=config.zoneout_c)
+        layers.append(layer)
+    return seqjax.stack(layers, dropout=config.dropout)
 
 
 def init_params(
