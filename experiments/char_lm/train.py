@@ -176,9 +176,7 @@ def train_and_evaluate(
             loss_fn=loss_fn,
             train_batch=lambda step: stream_window(streams, step, config.seq_len),
             eval_batches=lambda: val_batches,
-            # host copies: the train step donates the carry, and a cell may return one buffer
-            # for several leaves (seqjax.SLSTM's zeros), which donation rejects
-            init_carry=jax.tree.map(np.array, cell.initial_carry((config.batch_size,))),
+            init_carry=cell.initial_carry((config.batch_size,)),
             eval_carry=cell.initial_carry((val_streams.shape[0],)),
             mesh=mesh,
             hooks=hooks,

@@ -196,13 +196,15 @@ class SLSTM(Cell):
     def initial_carry(self, batch_shape: Shape = (), dtype: DType = jnp.float32) -> SLSTMCarry:
         """Zeros: ``SLSTMCarry(h, c, n, m)`` each ``[*B, H]`` (``n = 0``: nothing seen yet), and
         ``conv [*B, (K - 1) * H]`` with ``conv_kernel_size=K > 1``."""
-        zeros = jnp.zeros(tuple(batch_shape) + (self.hidden_size,), dtype)
+        shape = tuple(batch_shape) + (self.hidden_size,)
+        # One buffer per leaf: a train step that donates the carry must not see one buffer twice.
+        h, c, n, m = (jnp.zeros(shape, dtype) for _ in range(4))
         conv = None
         if self.conv_kernel_size > 1:
             conv = jnp.zeros(
                 tuple(batch_shape) + ((self.conv_kernel_size - 1) * self.hidden_size,), dtype
             )
-        return SLSTMCarry(h=zeros, c=zeros, n=zeros, m=zeros, conv=conv)
+        return SLSTMCarry(h=h, c=c, n=n, m=m, conv=conv)
 
     def input_size_of(self, params: SLSTMParams) -> int:
         return params.w.shape[0]
