@@ -31,7 +31,7 @@ backend; ``impl="reference"`` forces the plain ``lax.scan`` of ``cell.step``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
@@ -180,7 +180,12 @@ def _recurrence(a: Array, b: Array, h: Array, reverse: bool, unroll: int) -> tup
     return lax.scan(step, h, (a, b), reverse=reverse, unroll=unroll)
 
 
+@overload
+def _slice(x: Array, start, k: int) -> Array: ...
+@overload
+def _slice(x: None, start, k: int) -> None: ...
 def _slice(x: Array | None, start, k: int) -> Array | None:
+    """Steps ``[start, start + k)`` of ``x [T, ...]`` (None stays None: no mask)."""
     return None if x is None else lax.dynamic_slice_in_dim(x, start, k, 0)
 
 
