@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 import seqjax
+from seqjax.cells.xlstm_block import XLSTMBlock
 from seqjax.flax import linen as sl
 from seqjax.flax import nnx as snnx
 from seqjax.regularization import variational_dropout, weight_drop
@@ -32,6 +33,12 @@ CELLS = {
     "gru": seqjax.GRU(4),
     "gru_reset_after": seqjax.GRU(4, reset_after=True),
     "simple_rnn": seqjax.SimpleRNN(4),
+    "mingru": seqjax.MinGRU(4),
+    "minlstm": seqjax.MinLSTM(4),
+    "slstm": seqjax.SLSTM(4, num_heads=2),
+    "slstm_conv": seqjax.SLSTM(F, conv_kernel_size=2),  # the convolution needs I == H
+    "mlstm": seqjax.MLSTM(4, num_heads=2),
+    "xlstm_block": XLSTMBlock(seqjax.MLSTM(F)),  # residual: I == H
 }
 DEEP_BI_LSTMP = seqjax.stack([seqjax.bidirectional(seqjax.LSTM(4, proj_size=2, peephole=True))] * 2)
 WHOLE = {**CELLS, "deep_bi_lstmp": DEEP_BI_LSTMP}

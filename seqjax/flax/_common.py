@@ -57,8 +57,15 @@ def check_steppable(cell: SeqCell, where: str) -> None:
 
 
 def structure(cell: SeqCell) -> PyTree:
-    """The cell's parameter NamedTuple with ShapeDtypeStruct leaves (shapes for input size 1)."""
-    return jax.eval_shape(lambda: cell.init(jax.random.key(0), 1))
+    """The cell's parameter NamedTuple with ShapeDtypeStruct leaves.
+
+    The shapes are those for input size 1, or for input size ``cell.output_size`` when the cell
+    only accepts inputs as wide as its output (a convolutional sLSTM, a residual xLSTM block).
+    """
+    try:
+        return jax.eval_shape(lambda: cell.init(jax.random.key(0), 1))
+    except ValueError:
+        return jax.eval_shape(lambda: cell.init(jax.random.key(0), cell.output_size))
 
 
 def check_params(cell: SeqCell, params: PyTree, in_features: int | None) -> None:
