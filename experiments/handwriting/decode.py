@@ -20,11 +20,13 @@ def forward_fn(cell, config: LinesConfig):
     return jax.jit(functools.partial(forward, cell, config))
 
 
+#: The string of each CTC class: 0 is the blank, digit d is class d + 1.
+CLASSES = "_0123456789"
+
+
 def to_text(labels: np.ndarray, lengths: np.ndarray) -> list[str]:
     """CTC classes (digit + 1) to digit strings."""
-    return [
-        "".join(str(int(c) - 1) for c in row[:n]) for row, n in zip(labels, lengths, strict=True)
-    ]
+    return ctc.labels_to_text(labels, lengths, CLASSES)
 
 
 def recognize(

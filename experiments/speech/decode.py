@@ -126,15 +126,18 @@ def language_model(config: SpeechConfig, params: LMParams) -> ctc.LanguageModel:
 
 
 @functools.lru_cache(maxsize=8)
-def _forward_fn(cell, config):
+def forward_fn(cell, config: SpeechConfig):
+    """The jitted ``(params, inputs, lengths) -> logits`` of a model."""
     return jax.jit(functools.partial(forward, cell, config))
+
+
+#: The string of each CTC class: 0 is the blank, digit d is class d + 1.
+CLASSES = "_0123456789"
 
 
 def to_text(labels: np.ndarray, lengths: np.ndarray) -> list[str]:
     """CTC classes (digit + 1) to digit strings."""
-    return [
-        "".join(str(int(c) - 1) for c in row[:n]) for row, n in zip(labels, lengths, strict=True)
-    ]
+    return ctc.labels_to_text(labels, lengths, CLASSES)
 
 
 def recognize(
@@ -154,7 +157,7 @@ def recognize(
     ``bounds`` are the padded lengths allowed (see ``input_pipeline.pad_batch``).
     """
     out: list[str] = []
-    fwd = _forward_fn(cell, config)
+    fwd = forward_fn(cell, config)
     for s in range(0, len(feats), batch_size):
         chunk = feats[s : s + batch_size]
         x, lengths = pad_batch(chunk, config.subsample, bounds=bounds, multiple=32, rows=batch_size)

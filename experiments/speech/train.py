@@ -239,7 +239,7 @@ def plot_posteriors(workdir: str, out: str, index: int = 0) -> str:
     test: SpeechSet = load_data(model.config, ("test",))["test"]
     feats = test.utterance(index)
     batch = make_batch(test, [index], model.config.subsample, model.config.max_digits)
-    logits = decode._forward_fn(model.cell, model.config)(  # noqa: SLF001
+    logits = decode.forward_fn(model.cell, model.config)(
         model.params, jnp.asarray(batch["inputs"]), jnp.asarray(batch["lengths"])
     )
     n = int(batch["lengths"][0])
