@@ -1,8 +1,11 @@
-"""Shared test configuration: strict dtype promotion, a deterministic hypothesis profile."""
+"""Shared test configuration: strict dtype promotion, a deterministic hypothesis profile, and
+one JAX compilation cache for the whole run."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
@@ -22,6 +25,35 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile("seqjax")
+
+_CACHE_ENV = "SEQJAX_TEST_JAX_CACHE"
+
+
+def pytest_configure(config):
+    """Turns on JAX's persistent compilation cache in a fresh directory for this run.
+
+    Many tests compile the same program from a new Python closure (a command run, then resumed
+    by a second run; the same tiny model in several files), which JAX's in-memory caches do not
+    share. The directory is made by the process that starts pytest and handed to the xdist
+    workers through the environment, so workers share it; it is removed at the end of the run.
+    Every run starts empty, so each distinct program is still compiled (and checked) once per
+    run. Only this process and its xdist workers use it: subprocesses started by tests do not
+    read this variable.
+    """
+    if not os.environ.get(_CACHE_ENV):
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="seqjax-jax-cache-")
+        config._seqjax_jax_cache_owner = True
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    # Programs that compile quickly are cheaper to compile again than to store.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    # A size limit turns on JAX's file lock around reads and writes, which the xdist workers
+    # (separate processes writing the same directory) need.
+    jax.config.update("jax_compilation_cache_max_size", 2**31)
+
+
+def pytest_unconfigure(config):
+    if getattr(config, "_seqjax_jax_cache_owner", False):
+        shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
 
 
 @pytest.fixture

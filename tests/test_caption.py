@@ -202,9 +202,10 @@ def test_show_and_tell_matches_budget_and_reads_captions(banks):
     soft, none = build_model(base), build_model(dataclasses.replace(base, attention="none"))
     assert not none.attentional and soft.attentional
     assert abs(count_params(none) - count_params(soft)) / count_params(soft) < 0.03
-    params = init_params(none, jax.random.key(0))
+    # jitted: the convolutional encoder's init and forward are slow op by op
+    params = jax.jit(init_params, static_argnums=0)(none, jax.random.key(0))
     batch = ip.scenes_to_batch(sc.generate_scenes(3, 0, banks[0]), None, 20)
-    out = make_loss_fn(none)(params, batch, None)
+    out = jax.jit(make_loss_fn(none))(params, batch, None)
     V = len(ip.vocabulary())
     assert abs(float(out.loss_sum / out.count) - np.log(V)) < 1.0  # near uniform at init
     assert float(out.count) == float(batch["tgt_len"].sum())

@@ -204,20 +204,7 @@ def test_nade_sampling_follows_the_likelihood():
 
 
 @pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """JAX's persistent compilation cache for this module: the three tiny trainings compile
-    the same programs, so only the first pays for compiling them."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {n: getattr(jax.config, n) for n in names}
-    jax.config.update(names[0], str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update(names[1], 0.0)
-    yield
-    for n, v in old.items():
-        jax.config.update(n, v)
-
-
-@pytest.fixture(scope="module")
-def trained(cache, compile_cache, tmp_path_factory):
+def trained(cache, tmp_path_factory):
     """A tiny GRU-NADE run: 10 steps, then a rerun of the command with ``--steps 20``
     (which resumes from the checkpoint at step 10)."""
     wd = str(tmp_path_factory.mktemp("music") / "run")

@@ -19,6 +19,11 @@ CELLS = {
     "stack": seqjax.stack([seqjax.LSTM(3), seqjax.GRU(2, reset_after=True)]),
 }
 
+# The property tests run seqjax.scan jitted: an eager scan traces and compiles its whole loop
+# at every call, the jitted one once per (cell, shapes). test_jit_equals_eager checks that the
+# eager path gives the same results over the same random problems.
+scan = jax.jit(seqjax.scan, static_argnums=0, static_argnames=("reverse", "time_major"))
+
 
 @st.composite
 def problems(draw, max_batch_dims=2):
@@ -33,10 +38,10 @@ def problems(draw, max_batch_dims=2):
         batch
     )
     cell = CELLS[name]
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    params = cell.init(k1, I)
-    xs = jax.random.normal(k2, batch + (T, I))
-    return cell, params, xs, jnp.asarray(lengths)
+    params = cell.init(jax.random.key(seed), I)
+    # NumPy draws the inputs: jax.random.normal would compile anew for every drawn shape.
+    xs = np.random.default_rng(seed).standard_normal(batch + (T, I)).astype(np.float32)
+    return cell, params, jnp.asarray(xs), jnp.asarray(lengths)
 
 
 def loop_one_sequence(cell, params, xs_TI, length):
@@ -52,14 +57,16 @@ def loop_one_sequence(cell, params, xs_TI, length):
 @given(problems())
 def test_scan_equals_python_loop_of_steps_per_sequence(problem):
     cell, params, xs, lengths = problem
-    final, ys = seqjax.scan(cell, params, xs, lengths=lengths)
+    final, ys = scan(cell, params, xs, lengths=lengths)
     batch, T = xs.shape[:-2], xs.shape[-2]
     chex.assert_shape(ys, batch + (T, cell.output_size))
+    # indexed in NumPy: an eager jax index compiles for every new shape
+    xs, ys, final = jax.tree_util.tree_map(np.asarray, (xs, ys, final))
     for idx in np.ndindex(*batch):
         L = int(lengths[idx])
         carry, want = loop_one_sequence(cell, params, xs[idx], L)
         if L:
-            np.testing.assert_allclose(ys[idx][:L], jnp.stack(want), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(ys[idx][:L], np.stack(want), rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(ys[idx][L:], 0.0)
         chex.assert_trees_all_close(
             jax.tree_util.tree_map(lambda a, i=idx: a[i], final), carry, rtol=1e-5, atol=1e-5
@@ -79,8 +86,9 @@ def test_batched_equals_vmapped(problem):
     cell, params, xs, lengths = problem
     if xs.ndim < 3:  # needs a batch axis to vmap over
         xs, lengths = xs[None], lengths[None]
-    batched = seqjax.scan(cell, params, xs, lengths=lengths)
-    vmapped = jax.vmap(lambda x, n: seqjax.scan(cell, params, x, lengths=n))(xs, lengths)
+    batched = scan(cell, params, xs, lengths=lengths)
+    # seqjax.scan itself under vmap (batch tracers through its Python), compiled as one program
+    vmapped = jax.jit(jax.vmap(lambda x, n: seqjax.scan(cell, params, x, lengths=n)))(xs, lengths)
     chex.assert_trees_all_close(batched, vmapped, rtol=1e-5, atol=1e-5)
 
 
@@ -88,26 +96,32 @@ def test_batched_equals_vmapped(problem):
 def test_padding_never_changes_valid_outputs_or_final_carry(problem, reverse):
     cell, params, xs, lengths = problem
     T = xs.shape[-2]
-    pad = jnp.arange(T) >= lengths[..., None]  # [*B, T]
-    garbage = jnp.where(pad[..., None], 1e3 * jnp.ones_like(xs), xs)
-    a = seqjax.scan(cell, params, xs, lengths=lengths, reverse=reverse)
-    b = seqjax.scan(cell, params, garbage, lengths=lengths, reverse=reverse)
+    pad = np.arange(T) >= np.asarray(lengths)[..., None]  # [*B, T]
+    garbage = jnp.asarray(np.where(pad[..., None], np.float32(1e3), xs))
+    a = scan(cell, params, xs, lengths=lengths, reverse=reverse)
+    b = scan(cell, params, garbage, lengths=lengths, reverse=reverse)
     chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-6)
 
 
 def flip_within_length(x, lengths):
-    """Reverses each sequence ``x [*B, T, ...]`` within its own length (padding stays put)."""
+    """Reverses each sequence ``x [*B, T, ...]`` within its own length (padding stays put).
+
+    In NumPy (returns a NumPy array): eager jax ops would compile for every drawn shape.
+    """
+    x, lengths = np.asarray(x), np.asarray(lengths)
     T = x.shape[-2]
-    t = jnp.arange(T)
-    idx = jnp.where(t < lengths[..., None], lengths[..., None] - 1 - t, t)
-    return jnp.take_along_axis(x, idx[..., None], axis=-2)
+    t = np.arange(T)
+    idx = np.where(t < lengths[..., None], lengths[..., None] - 1 - t, t)
+    return np.take_along_axis(x, idx[..., None], axis=-2)
 
 
 @given(problems())
 def test_reverse_with_lengths_equals_flip_within_length(problem):
     cell, params, xs, lengths = problem
-    final_r, ys_r = seqjax.scan(cell, params, xs, lengths=lengths, reverse=True)
-    final_f, ys_f = seqjax.scan(cell, params, flip_within_length(xs, lengths), lengths=lengths)
+    final_r, ys_r = scan(cell, params, xs, lengths=lengths, reverse=True)
+    final_f, ys_f = scan(
+        cell, params, jnp.asarray(flip_within_length(xs, lengths)), lengths=lengths
+    )
     np.testing.assert_allclose(ys_r, flip_within_length(ys_f, lengths), rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(final_r, final_f, rtol=1e-5, atol=1e-5)
 
@@ -155,11 +169,11 @@ def test_all_lengths_zero_leaves_carry_and_outputs_zero():
 @given(problems())
 def test_time_major_equals_batch_major(problem):
     cell, params, xs, lengths = problem
-    a_final, a_ys = seqjax.scan(cell, params, xs, lengths=lengths)
-    xs_t = jnp.moveaxis(xs, -2, 0)
-    b_final, b_ys = seqjax.scan(cell, params, xs_t, lengths=lengths, time_major=True)
+    a_final, a_ys = scan(cell, params, xs, lengths=lengths)
+    xs_t = jnp.asarray(np.moveaxis(np.asarray(xs), -2, 0))  # NumPy: no compile per shape
+    b_final, b_ys = scan(cell, params, xs_t, lengths=lengths, time_major=True)
     chex.assert_trees_all_close(a_final, b_final, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(a_ys, jnp.moveaxis(b_ys, 0, -2), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a_ys, np.moveaxis(np.asarray(b_ys), 0, -2), rtol=1e-6, atol=1e-6)
 
 
 def test_several_leading_batch_dims_equal_flattened_batch():
@@ -181,12 +195,13 @@ def test_mask_with_holes_equals_running_on_valid_steps_only(problem, reverse):
     if xs.ndim < 3:
         xs = xs[None]
     B, T = xs.shape[:2]
-    mask = np.asarray(jax.random.bernoulli(jax.random.key(T + B), 0.6, (B, T)))
-    final, ys = seqjax.scan(cell, params, xs, mask=jnp.asarray(mask), reverse=reverse)
+    mask = np.random.default_rng(T + B).random((B, T)) < 0.6
+    final, ys = scan(cell, params, xs, mask=jnp.asarray(mask), reverse=reverse)
+    xs, ys, final = jax.tree_util.tree_map(np.asarray, (xs, ys, final))  # NumPy indexing
     for b in range(B):
         valid = np.flatnonzero(mask[b])
         carry = cell.initial_carry(())
-        f, y = seqjax.scan(cell, params, xs[b, valid], carry=carry, reverse=reverse)
+        f, y = scan(cell, params, xs[b, valid], carry=carry, reverse=reverse)
         np.testing.assert_allclose(ys[b, valid], y, rtol=1e-5, atol=1e-5)
         np.testing.assert_array_equal(ys[b, ~mask[b]], 0.0)
         chex.assert_trees_all_close(
