@@ -17,15 +17,23 @@ from experiments.handwriting import input_pipeline as ip
 from experiments.handwriting import seqmnist
 from experiments.handwriting.decode import recognize
 from experiments.handwriting.train import restore
-from seqjax.data.digit_lines import DIGIT_SIZE, line_texts, make_digit_lines, resize_height
+from seqjax.data.digit_lines import (
+    DIGIT_SIZE,
+    elastic_distort,
+    line_texts,
+    make_digit_lines,
+    resize_height,
+)
 from seqjax.data.scenes import load_objects
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-#: A tiny run: every field small (the CLI's own flags, so train goes through the parser).
+#: A tiny run: every field small (the CLI's own flags, so train goes through the parser), with
+#: a one-layer convolutional front end and elastically distorted training lines.
 TINY = [
     "--num-train", "24", "--num-val", "4", "--num-test", "6", "--max-digits", "3",
     "--height", "12", "--layers", "1", "--hidden", "8", "--beam", "2", "--batch", "4",
+    "--conv-layers", "1", "--conv-channels", "2", "--elastic-alpha", "8",
     "--warmup-steps", "1", "--lr", "1e-2", "--log-every", "1", "--eval-every", "0",
     "--progress", "false", "--async-checkpointing", "false",
 ]  # fmt: skip
@@ -91,6 +99,97 @@ def test_lines_seeded_varied_and_shaped(banks):
         make_digit_lines(2, bank, seed=0, min_digits=3, max_digits=2)
     with pytest.raises(ValueError, match=r"\[M, 28, 28\]"):
         make_digit_lines(2, bank._replace(images=bank.images[:, :20]), seed=0)
+
+
+def test_elastic_distortion(banks):
+    """The elastic warp: a copy at alpha 0, a small displacement moves ink only a little, a
+    large one moves it further, ink is roughly kept; lines with it hold the same digits, and
+    alpha 0 leaves the generator's random stream (so its lines) unchanged."""
+    rng = np.random.default_rng(0)
+    digit = banks[0].images[3].astype(np.float32) / 255.0
+    np.testing.assert_array_equal(elastic_distort(digit, 0.0, 4.0, rng), digit)
+    small = [elastic_distort(digit, 0.5, 4.0, np.random.default_rng(s)) for s in range(8)]
+    large = [elastic_distort(digit, 34.0, 4.0, np.random.default_rng(s)) for s in range(8)]
+    d_small = np.mean([np.abs(x - digit).sum() for x in small])
+    d_large = np.mean([np.abs(x - digit).sum() for x in large])
+    assert 0 < d_small < 0.3 * d_large
+    for x in small + large:
+        assert x.shape == digit.shape and x.dtype == np.float32
+        assert 0.6 < x.sum() / digit.sum() < 1.4
+    with pytest.raises(ValueError, match="sigma"):
+        elastic_distort(digit, 1.0, 0.0, rng)
+    with pytest.raises(ValueError, match="2-D"):
+        elastic_distort(digit[None], 1.0, 1.0, rng)
+
+    bank = banks[0]
+    plain = make_digit_lines(6, bank, seed=9, height=16)
+    zero = make_digit_lines(6, bank, seed=9, height=16, elastic=(0.0, 4.0))
+    warped = make_digit_lines(6, bank, seed=9, height=16, elastic=(34.0, 4.0))
+    for x, y in zip(plain, zero, strict=True):
+        np.testing.assert_array_equal(x, y)
+    # the first line's digits are drawn before any warp: the same digits, other ink
+    np.testing.assert_array_equal(warped.digit_ids[0], plain.digit_ids[0])
+    assert not np.array_equal(warped.images[0], plain.images[0])
+    for i in range(6):  # every line's label is still the classes of its digit images
+        k = int(warped.lengths[i])
+        np.testing.assert_array_equal(warped.labels[i, :k], bank.classes[warped.digit_ids[i, :k]])
+    with pytest.raises(ValueError, match="elastic"):
+        make_digit_lines(2, bank, seed=0, elastic=(-1.0, 4.0))
+
+
+def _conv_reference(image: np.ndarray, conv, k: int) -> np.ndarray:
+    """NumPy loops: per layer a zero-padded 3x3 cross-correlation, bias, ReLU, max over 2 rows
+    (and ``k`` columns in the first layer, edges padded); -> frames ``[T, rows * C]``."""
+    x = image[:, :, None].astype(np.float64)
+    for i, (w, b) in enumerate(conv):
+        w, b = np.asarray(w, np.float64), np.asarray(b, np.float64)
+        h, wd, _ = x.shape
+        p = np.pad(x, ((1, 1), (1, 1), (0, 0)))
+        y = np.zeros((h, wd, w.shape[3]))
+        for r in range(h):
+            for c in range(wd):
+                y[r, c] = np.einsum("ijc,ijco->o", p[r : r + 3, c : c + 3], w) + b
+        y = np.maximum(y, 0.0)
+        kc = k if i == 0 else 1
+        rows, cols = -(-h // 2), -(-wd // kc)
+        pooled = np.full((rows, cols, y.shape[2]), -np.inf)
+        for r in range(rows):
+            for c in range(cols):
+                pooled[r, c] = y[2 * r : 2 * r + 2, kc * c : kc * c + kc].max(axis=(0, 1))
+        x = pooled
+    return x.transpose(1, 0, 2).reshape(x.shape[1], -1)
+
+
+def test_conv_front_end_matches_numpy_and_keeps_time_steps():
+    import jax
+    import jax.numpy as jnp
+
+    from experiments.handwriting.config import LinesConfig
+    from experiments.handwriting.model import (
+        build_cell,
+        conv_front_end,
+        forward,
+        init_params,
+        input_size,
+    )
+
+    for height, k, layers in ((12, 2, 2), (9, 3, 1), (10, 1, 3)):
+        cfg = LinesConfig(height=height, cols_per_frame=k, conv_layers=layers, conv_channels=3)
+        params = init_params(build_cell(cfg), cfg, jax.random.PRNGKey(height))
+        rng = np.random.default_rng(k)
+        images = [rng.random((height, w)).astype(np.float32) for w in (13, 7)]
+        x, lengths = ip.pad_frames(images, k, [8, 16])
+        got = np.asarray(conv_front_end(cfg, params.conv, jnp.asarray(x)))
+        assert got.shape == (2, x.shape[1], input_size(cfg))
+        for i, image in enumerate(images):
+            padded = np.zeros((height, x.shape[1] * k), np.float32)
+            padded[:, : image.shape[1]] = image
+            want = _conv_reference(padded, params.conv, k)
+            np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-5)
+        logits = forward(build_cell(cfg), cfg, params, jnp.asarray(x), jnp.asarray(lengths))
+        assert logits.shape == (2, x.shape[1], ip.NUM_CLASSES)
+    plain = LinesConfig(height=12, conv_layers=0)
+    assert init_params(build_cell(plain), plain, jax.random.PRNGKey(0)).conv == ()
 
 
 def test_test_lines_use_only_held_out_digit_images(banks):
@@ -229,6 +328,10 @@ def _bad_cases(tmp):
         (["evaluate", "--workdir", str(tmp / "empty")], "--workdir"),
         (["train", "--cell", "lstmx"], "--cell"),
         (["train", "--height", "4", "--workdir", str(tmp / "w")], "--height"),
+        (["train", "--elastic-sigma", "0", "--workdir", str(tmp / "w")], "--elastic-sigma"),
+        (["train", "--elastic-alpha", "-2", "--workdir", str(tmp / "w")], "--elastic-alpha"),
+        (["train", "--conv-layers", "-1", "--workdir", str(tmp / "w")], "--conv-layers"),
+        (["train", "--conv-channels", "0", "--workdir", str(tmp / "w")], "--conv-channels"),
         (["seqmnist", "--order", "diagonal"], "--order"),
         (["seqmnist", "--steps", "0"], "--steps"),
     ]

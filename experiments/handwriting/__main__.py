@@ -39,8 +39,12 @@ HELP = {
     "layers": "stacked layers (default 2)",
     "hidden": "hidden units per direction and layer (default 96)",
     "bidirectional": "bidirectional layers (default true)",
-    "height": "rows of a line image (default 20)",
+    "height": "rows of a line image (default 28)",
     "cols_per_frame": "columns stacked per time step (default 2)",
+    "conv_layers": "3x3 convolution + ReLU + 2-row max-pool layers before the recurrent stack",
+    "conv_channels": "channels of the first convolution, doubling per layer",
+    "elastic_alpha": "elastic distortion of training digits: displacement scale in pixels (0: off)",
+    "elastic_sigma": "smoothness of the elastic displacement field in pixels",
 }
 
 

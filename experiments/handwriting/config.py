@@ -34,6 +34,13 @@ class LinesConfig(TrainConfig):
       data_seed: seed of the generated lines.
       height: rows of a line image (MNIST's 28-pixel digits come out about 15 rows high).
       cols_per_frame: adjacent columns stacked into one time step.
+      elastic_alpha: elastic distortion of the digits of training lines (Simard et al. 2003):
+        displacement scale in pixels at MNIST resolution; 0 turns it off. Validation and test
+        lines are never distorted.
+      elastic_sigma: smoothness (Gaussian standard deviation, pixels) of the displacements.
+      conv_layers: 3x3 convolution + ReLU + 2-row max-pool layers before the recurrent stack
+        (0: the frames go straight in).
+      conv_channels: channels of the first convolution (doubling in each further layer).
       cell: ``lstm``, ``gru`` or ``rnn`` (tanh).
       bidirectional: bidirectional layers (outputs of both directions concatenated).
       layers: depth of the recurrent stack.
@@ -49,13 +56,17 @@ class LinesConfig(TrainConfig):
     num_test: int = 1000
     max_digits: int = 10
     data_seed: int = 0
-    height: int = 20
+    height: int = 28
     cols_per_frame: int = 2
+    elastic_alpha: float = 34.0
+    elastic_sigma: float = 4.0
+    conv_layers: int = 2
+    conv_channels: int = 16
     cell: str = "lstm"
     bidirectional: bool = True
     layers: int = 2
     hidden: int = 96
-    dropout: float = 0.0
+    dropout: float = 0.2
     unroll: int = 2
     beam: int = 8
     # training defaults for this job (fields of TrainConfig)
@@ -87,6 +98,7 @@ QUICK: dict[str, Any] = dict(
 
 #: Fields that fix the parameter shapes or the data: a resumed run cannot change them.
 ARCHITECTURE = ("cell", "bidirectional", "layers", "hidden", "height", "cols_per_frame")
+ARCHITECTURE += ("conv_layers", "conv_channels", "elastic_alpha", "elastic_sigma")
 ARCHITECTURE += ("fresh_lines", "num_train", "num_val", "num_test", "max_digits", "data_seed")
 
 
@@ -107,11 +119,14 @@ def validate_config(config: LinesConfig) -> None:
     ints += ("hidden", "unroll", "beam", "total_steps", "batch_size", "log_every", "keep")
     ints += ("accumulate_steps",)
     checks.ints(ints, 1)
-    checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps"), 0)
+    checks.ints(("eval_every", "save_every", "keep_best", "warmup_steps", "conv_layers"), 0)
+    checks.ints(("conv_channels",), 1)
     checks.ints(("height",), 8)
     if config.max_digits > 20:
         raise checks.bad("max_digits", "an int <= 20")
-    checks.non_negative(("clip_norm", "weight_decay"))
+    checks.non_negative(("clip_norm", "weight_decay", "elastic_alpha"))
+    if not config.elastic_sigma > 0:
+        raise checks.bad("elastic_sigma", "a number > 0")
     if not 0 <= config.dropout < 1:
         raise checks.bad("dropout", "a rate in [0, 1)")
     checks.optimizer()

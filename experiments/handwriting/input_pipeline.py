@@ -51,8 +51,11 @@ def digit_banks():
         raise UsageError(str(e)) from None
 
 
-def make_set(split: str, n: int, *, seed: int, max_digits: int, height: int) -> LineSet:
-    """``n`` lines of ``split`` (``train``/``val`` from training digits, ``test`` held out)."""
+def make_set(
+    split: str, n: int, *, seed: int, max_digits: int, height: int, elastic=(0.0, 4.0)
+) -> LineSet:
+    """``n`` lines of ``split`` (``train``/``val`` from training digits, ``test`` held out);
+    ``elastic`` distorts the digits (:func:`seqjax.data.digit_lines.make_digit_lines`)."""
     train_bank, test_bank = digit_banks()
     bank = test_bank if split == "test" else train_bank
     parts: list[DigitLines] = []
@@ -66,6 +69,7 @@ def make_set(split: str, n: int, *, seed: int, max_digits: int, height: int) -> 
                 ),
                 max_digits=max_digits,
                 height=height,
+                elastic=elastic,
             )
         )
     width = max(p.images.shape[2] for p in parts)

@@ -53,8 +53,10 @@ def saved_config(workdir: str) -> LinesConfig | None:
 
 
 @functools.lru_cache(maxsize=8)  # generating 20,000 lines takes about half a minute
-def _cached_set(split: str, n: int, seed: int, max_digits: int, height: int) -> LineSet:
-    return make_set(split, n, seed=seed, max_digits=max_digits, height=height)
+def _cached_set(
+    split: str, n: int, seed: int, max_digits: int, height: int, elastic=(0.0, 4.0)
+) -> LineSet:
+    return make_set(split, n, seed=seed, max_digits=max_digits, height=height, elastic=elastic)
 
 
 def load_data(config: LinesConfig, names=None) -> dict[str, LineSet]:
@@ -63,8 +65,16 @@ def load_data(config: LinesConfig, names=None) -> dict[str, LineSet]:
     if names is None:
         names = ("val", "test") if config.fresh_lines else ("train", "val", "test")
     sizes = {"train": config.num_train, "val": config.num_val, "test": config.num_test}
+    distort = (config.elastic_alpha, config.elastic_sigma)
     return {
-        name: _cached_set(name, sizes[name], config.data_seed, config.max_digits, config.height)
+        name: _cached_set(
+            name,
+            sizes[name],
+            config.data_seed,
+            config.max_digits,
+            config.height,
+            distort if name == "train" else (0.0, 4.0),
+        )
         for name in names
     }
 
@@ -160,6 +170,7 @@ def fresh_batch(config: LinesConfig, step: int, bounds: list[int]) -> dict[str, 
         seed=int(seed),
         max_digits=config.max_digits,
         height=config.height,
+        elastic=(config.elastic_alpha, config.elastic_sigma),
     )
     texts = line_texts(lines)
     images = [lines.images[i, :, : lines.widths[i]] for i in range(len(texts))]

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DigitLines", "line_texts", "make_digit_lines", "resize_height"]
+__all__ = ["DigitLines", "elastic_distort", "line_texts", "make_digit_lines", "resize_height"]
 
 #: Side of an MNIST digit image (pixels).
 DIGIT_SIZE = 28
@@ -91,10 +91,67 @@ def resize_height(image: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def _digit(image: np.ndarray, scale: float, shear: float) -> np.ndarray:
-    """One digit, sheared and scaled, cropped to its inked columns; float32 in [0, 1]."""
+def elastic_distort(
+    image: np.ndarray, alpha: float, sigma: float, rng: np.random.Generator
+) -> np.ndarray:
+    """An image warped by a smooth random displacement field (Simard et al. 2003).
+
+    Every pixel moves by ``alpha`` times a field of uniform [-1, 1] noise smoothed by a Gaussian
+    of standard deviation ``sigma`` (pixels), independently along rows and columns; the image is
+    resampled bilinearly, with zeros outside. Small ``sigma`` gives noise, large ``sigma`` an
+    almost rigid shift; Simard et al. used ``alpha = 34``, ``sigma = 4`` on MNIST.
+
+    Args:
+      image: ``[H, W]`` float array.
+      alpha: displacement scale in pixels (0 returns a copy).
+      sigma: smoothness of the field in pixels (> 0).
+      rng: source of the field.
+
+    Returns:
+      float32 ``[H, W]``.
+
+    Raises:
+      ValueError: ``image`` is not 2-D, or ``alpha < 0`` or ``sigma <= 0``.
+
+    Example:
+      >>> x = np.zeros((28, 28), np.float32); x[8:20, 12:16] = 1.0
+      >>> y = elastic_distort(x, 8.0, 4.0, np.random.default_rng(0))
+      >>> y.shape, bool(0.5 < y.sum() / x.sum() < 1.5), bool((y != x).any())
+      ((28, 28), True, True)
+    """
+    from scipy.ndimage import gaussian_filter, map_coordinates  # scipy comes with jax
+
+    image = np.asarray(image, np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D image [H, W], got shape {image.shape}")
+    if alpha < 0 or sigma <= 0:
+        raise ValueError(f"expected alpha >= 0 and sigma > 0, got alpha={alpha}, sigma={sigma}")
+    if alpha == 0:
+        return image.copy()
+    dy, dx = (
+        gaussian_filter(rng.uniform(-1.0, 1.0, image.shape), sigma, mode="constant") * alpha
+        for _ in range(2)
+    )
+    rows, cols = np.meshgrid(np.arange(image.shape[0]), np.arange(image.shape[1]), indexing="ij")
+    out = map_coordinates(image, [rows + dy, cols + dx], order=1, mode="constant")
+    return out.astype(np.float32)
+
+
+def _digit(
+    image: np.ndarray,
+    scale: float,
+    shear: float,
+    elastic: tuple[float, float] = (0.0, 4.0),
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """One digit, elastically distorted (``alpha > 0``), sheared and scaled, cropped to its
+    inked columns; float32 in [0, 1]."""
     pil = _pil()
-    img = pil.fromarray(np.asarray(image, np.float32) / 255.0, mode="F")
+    digit = np.asarray(image, np.float32) / 255.0
+    if elastic[0] > 0:
+        assert rng is not None
+        digit = np.clip(elastic_distort(digit, elastic[0], elastic[1], rng), 0.0, 1.0)
+    img = pil.fromarray(digit, mode="F")
     if shear:
         # x_src = x + shear * (y - 14): slants the digit about its middle row.
         c = DIGIT_SIZE / 2
@@ -120,6 +177,7 @@ def make_digit_lines(
     jitter: int = 3,
     shear: float = 0.3,
     margin: tuple[int, int] = (1, 6),
+    elastic: tuple[float, float] = (0.0, 4.0),
 ) -> DigitLines:
     """``n`` lines of ``min_digits``-``max_digits`` digits drawn from ``bank``.
 
@@ -130,7 +188,10 @@ def make_digit_lines(
     integers, negative ones overlap) after the previous one, with ``margin`` blank columns at
     both ends. The canvas is then resampled to ``height`` rows (area average), so widths vary
     with the digits, their scales and gaps. The digit count is uniform in
-    ``[min_digits, max_digits]`` and the images uniform over the bank.
+    ``[min_digits, max_digits]`` and the images uniform over the bank. With ``elastic = (alpha,
+    sigma)``, ``alpha > 0``, each digit image is first warped by :func:`elastic_distort`
+    (augmentation of training lines; with ``alpha = 0`` no random numbers are drawn for it, so
+    the lines are those of the same seed without it).
 
     Args:
       n: number of lines.
@@ -145,6 +206,7 @@ def make_digit_lines(
       jitter: largest vertical shift, in pixels at MNIST resolution.
       shear: largest horizontal shear factor (0 disables).
       margin: range of the blank columns before the first and after the last digit.
+      elastic: ``(alpha, sigma)`` of the elastic distortion of each digit (``alpha = 0``: none).
 
     Returns:
       :class:`DigitLines` with ``images [n, height, W]``, ``W`` the widest line.
@@ -178,6 +240,8 @@ def make_digit_lines(
         raise ValueError(f"expected ordered ranges, got scale={scale}, gap={gap}, margin={margin}")
     if jitter < 0 or shear < 0:
         raise ValueError(f"expected jitter >= 0 and shear >= 0, got {jitter}, {shear}")
+    if elastic[0] < 0 or elastic[1] <= 0:
+        raise ValueError(f"expected elastic (alpha >= 0, sigma > 0), got {elastic}")
 
     rng = np.random.default_rng(seed)
     canvas_h = math.ceil(DIGIT_SIZE * scale[1]) + 2 * jitter
@@ -190,7 +254,13 @@ def make_digit_lines(
         ids[i, :k] = rng.integers(0, len(images), size=k)
         labels[i, :k] = classes[ids[i, :k]]
         parts = [
-            _digit(images[j], rng.uniform(*scale), rng.uniform(-shear, shear) if shear else 0.0)
+            _digit(
+                images[j],
+                rng.uniform(*scale),
+                rng.uniform(-shear, shear) if shear else 0.0,
+                elastic,
+                rng,
+            )
             for j in ids[i, :k]
         ]
         gaps = rng.integers(gap[0], gap[1] + 1, size=k - 1)
