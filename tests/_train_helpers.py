@@ -38,6 +38,13 @@ def worker_env(devices: int | None = None) -> dict[str, str]:
     if devices is not None:
         flags.append(f"--xla_force_host_platform_device_count={devices}")
     env["XLA_FLAGS"] = " ".join(flags)
+    # The test run's compilation cache (tests/conftest.py): a rerun or resume of a worker loads
+    # the programs its first run compiled instead of compiling them again.
+    cache = os.environ.get("SEQJAX_TEST_JAX_CACHE")
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.2"
+        env["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(2**31)
     return env
 
 
