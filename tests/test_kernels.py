@@ -224,9 +224,18 @@ def test_reference_remat_equals_plain():
 
 
 def _residual_count(cell, params, xs, **scan_kwargs):
-    """Number of floats the backward pass keeps (the leaves of the VJP closure)."""
-    _, pullback = jax.vjp(lambda p, x: seqjax.scan(cell, p, x, **scan_kwargs)[1], params, xs)
-    return sum(leaf.size for leaf in jax.tree_util.tree_leaves(pullback))
+    """Number of floats the backward pass keeps (the leaves of the VJP closure).
+
+    Traced abstractly (``eval_shape``): the residuals' shapes are those of an eager ``vjp``,
+    without running the forward pass.
+    """
+
+    def pullback(p, x):
+        return jax.vjp(lambda p, x: seqjax.scan(cell, p, x, **scan_kwargs)[1], p, x)[1]
+
+    return sum(
+        leaf.size for leaf in jax.tree_util.tree_leaves(jax.eval_shape(pullback, params, xs))
+    )
 
 
 def test_reference_remat_int_sets_the_chunk_length():
