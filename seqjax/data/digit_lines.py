@@ -119,8 +119,6 @@ def elastic_distort(
       >>> y.shape, bool(0.5 < y.sum() / x.sum() < 1.5), bool((y != x).any())
       ((28, 28), True, True)
     """
-    from scipy.ndimage import gaussian_filter, map_coordinates  # scipy comes with jax
-
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image [H, W], got shape {image.shape}")
@@ -128,30 +126,27 @@ def elastic_distort(
         raise ValueError(f"expected alpha >= 0 and sigma > 0, got alpha={alpha}, sigma={sigma}")
     if alpha == 0:
         return image.copy()
-    dy, dx = (
-        gaussian_filter(rng.uniform(-1.0, 1.0, image.shape), sigma, mode="constant") * alpha
-        for _ in range(2)
-    )
-    rows, cols = np.meshgrid(np.arange(image.shape[0]), np.arange(image.shape[1]), indexing="ij")
-    out = map_coordinates(image, [rows + dy, cols + dx], order=1, mode="constant")
-    return out.astype(np.float32)
+    return _warp(image[None], rng.uniform(-1.0, 1.0, (1, 2, *image.shape)), alpha, sigma)[0]
 
 
-def _digit(
-    image: np.ndarray,
-    scale: float,
-    shear: float,
-    elastic: tuple[float, float] = (0.0, 4.0),
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """One digit, elastically distorted (``alpha > 0``), sheared and scaled, cropped to its
-    inked columns; float32 in [0, 1]."""
+def _warp(images: np.ndarray, noise: np.ndarray, alpha: float, sigma: float) -> np.ndarray:
+    """Images ``[K, H, W]`` warped by ``alpha`` x the fields ``noise [K, 2, H, W]`` (row and
+    column displacements, uniform [-1, 1]) smoothed by a Gaussian of ``sigma`` pixels over
+    each field: one filter and one bilinear resampling for the whole stack."""
+    from scipy.ndimage import gaussian_filter, map_coordinates  # scipy comes with jax
+
+    k, h, w = images.shape
+    field = gaussian_filter(noise, (0, 0, sigma, sigma), mode="constant") * alpha
+    index, rows, cols = np.meshgrid(np.arange(k), np.arange(h), np.arange(w), indexing="ij")
+    coords = [index, rows + field[:, 0], cols + field[:, 1]]
+    return map_coordinates(images, coords, order=1, mode="constant").astype(np.float32)
+
+
+def _digit(digit: np.ndarray, scale: float, shear: float) -> np.ndarray:
+    """One digit (float ink in [0, 1]), sheared and scaled, cropped to its inked columns;
+    float32 in [0, 1]."""
     pil = _pil()
-    digit = np.asarray(image, np.float32) / 255.0
-    if elastic[0] > 0:
-        assert rng is not None
-        digit = np.clip(elastic_distort(digit, elastic[0], elastic[1], rng), 0.0, 1.0)
-    img = pil.fromarray(digit, mode="F")
+    img = pil.fromarray(np.asarray(digit, np.float32), mode="F")
     if shear:
         # x_src = x + shear * (y - 14): slants the digit about its middle row.
         c = DIGIT_SIZE / 2
@@ -253,16 +248,20 @@ def make_digit_lines(
         k = int(lengths[i])
         ids[i, :k] = rng.integers(0, len(images), size=k)
         labels[i, :k] = classes[ids[i, :k]]
-        parts = [
-            _digit(
-                images[j],
-                rng.uniform(*scale),
-                rng.uniform(-shear, shear) if shear else 0.0,
-                elastic,
-                rng,
+        digits = images[ids[i, :k]].astype(np.float32) / 255.0
+        draws = []  # per digit, in this order: scale, shear, the warp's two noise fields
+        for _ in range(k):
+            draws.append(
+                (
+                    rng.uniform(*scale),
+                    rng.uniform(-shear, shear) if shear else 0.0,
+                    rng.uniform(-1.0, 1.0, (2, DIGIT_SIZE, DIGIT_SIZE)) if elastic[0] else None,
+                )
             )
-            for j in ids[i, :k]
-        ]
+        if elastic[0]:
+            noise = np.stack([d[2] for d in draws])
+            digits = np.clip(_warp(digits, noise, elastic[0], elastic[1]), 0.0, 1.0)
+        parts = [_digit(x, d[0], d[1]) for x, d in zip(digits, draws, strict=True)]
         gaps = rng.integers(gap[0], gap[1] + 1, size=k - 1)
         left, right = rng.integers(margin[0], margin[1] + 1, size=2)
         xs = [int(left)]
