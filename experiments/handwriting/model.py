@@ -70,7 +70,10 @@ def input_size(config: LinesConfig) -> int:
 def init_params(cell: seqjax.Stack, config: LinesConfig, key: PRNGKey) -> LinesParams:
     """He-normal convolutions with zero biases, the stack's own init and a zero-mean readout
     scaled by ``1 / sqrt(O)``."""
-    k_r, k_o, k_c = jax.random.split(key, 3)
+    if config.conv_layers:
+        k_r, k_o, k_c = jax.random.split(key, 3)
+    else:  # the keys of the recogniser without a front end, so its earlier runs reproduce
+        (k_r, k_o), k_c = jax.random.split(key), key
     conv = tuple(
         (
             jax.random.normal(k, (3, 3, c_in, c_out), jnp.float32) * math.sqrt(2.0 / (9 * c_in)),
