@@ -37,8 +37,9 @@ def pytest_configure(config):
     share. The directory is made by the process that starts pytest and handed to the xdist
     workers through the environment, so workers share it; it is removed at the end of the run.
     Every run starts empty, so each distinct program is still compiled (and checked) once per
-    run. Only this process and its xdist workers use it: subprocesses started by tests do not
-    read this variable.
+    run. This process and its xdist workers use it, and so do the training subprocesses of
+    ``tests/_train_helpers.py``, which pass the same three settings on through ``JAX_*``
+    environment variables (keep the two places alike).
     """
     if not os.environ.get(_CACHE_ENV):
         os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="seqjax-jax-cache-")
