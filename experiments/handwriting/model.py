@@ -80,7 +80,7 @@ def init_params(cell: seqjax.Stack, config: LinesConfig, key: PRNGKey) -> LinesP
             jnp.zeros((c_out,), jnp.float32),
         )
         for k, (c_in, c_out) in zip(
-            jax.random.split(k_c, max(1, config.conv_layers)), conv_shapes(config), strict=False
+            jax.random.split(k_c, config.conv_layers), conv_shapes(config), strict=True
         )
     )
     out = cell.output_size
